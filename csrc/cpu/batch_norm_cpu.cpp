@@ -1,0 +1,207 @@
+// Per-point batch norm on x [K, B, C, S] (S = flattened trailing dims).
+// Every point k has its own statistics over (B, S) and its own affine parameters
+// gamma_k = coords[k] @ weight, beta_k = coords[k] @ bias, so the K points behave like K
+// independent BatchNorm modules. Reductions run per (k, c) in two passes (mean, then
+// centred squares) in opmath for accuracy; the elementwise parts run per (k, b) slab.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+
+#include "batch_norm_cpu.h"
+
+namespace fastloss {
+namespace {
+
+struct Layout {
+  int64_t K, B, C, S;
+};
+
+Layout layout_of(const at::Tensor& x, const at::Tensor& coords) {
+  TORCH_CHECK(x.dim() >= 3, "pointwise_batch_norm: x must be [K, B, C, ...], got ", x.dim(), " dims");
+  TORCH_CHECK(coords.dim() == 2 && coords.size(0) == x.size(0),
+              "pointwise_batch_norm: coords must be [K, J] with K = ", x.size(0));
+  const int64_t S = x.dim() == 3 ? 1 : x.numel() / (x.size(0) * x.size(1) * x.size(2));
+  return {x.size(0), x.size(1), x.size(2), S};
+}
+
+// gamma/beta [K, C] in opmath: coords @ param, or the constant when the param is absent.
+at::Tensor affine_per_point(const std::optional<at::Tensor>& param, const at::Tensor& coords,
+                            int64_t C, at::ScalarType opmath, double fill) {
+  if (!param.has_value() || !param->defined()) {
+    auto t = at::empty({coords.size(0), C}, coords.options().dtype(opmath));
+    return t.fill_(fill);
+  }
+  TORCH_CHECK(param->dim() == 2 && param->size(0) == coords.size(1) && param->size(1) == C,
+              "pointwise_batch_norm: weight/bias must be [J, C] = [", coords.size(1), ", ", C,
+              "], got ", param->sizes());
+  return at::mm(coords.to(opmath), param->to(opmath)).contiguous();
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> pointwise_batch_norm_cpu(
+    const at::Tensor& x_in, const std::optional<at::Tensor>& mean_in,
+    const std::optional<at::Tensor>& var_in, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, const at::Tensor& coords, bool training, double eps) {
+  const auto L = layout_of(x_in, coords);
+  const auto x = x_in.contiguous();
+  const auto opmath = at::toOpMathType(x.scalar_type());
+  const auto gamma = affine_per_point(weight, coords, L.C, opmath, 1.0);
+  const auto beta = affine_per_point(bias, coords, L.C, opmath, 0.0);
+  at::Tensor mean, invstd;
+  if (training) {
+    TORCH_CHECK(L.B * L.S > 1, "pointwise_batch_norm: training needs more than one value per "
+                "channel (got B = ", L.B, ", spatial size ", L.S, ")");
+    mean = at::empty({L.K, L.C}, x.options().dtype(opmath));
+    invstd = at::empty({L.K, L.C}, x.options().dtype(opmath));
+  } else {
+    TORCH_CHECK(mean_in.has_value() && var_in.has_value(),
+                "pointwise_batch_norm: eval mode needs running mean and var [K, C]");
+    TORCH_CHECK(mean_in->sizes() == at::IntArrayRef({L.K, L.C}) &&
+                    var_in->sizes() == at::IntArrayRef({L.K, L.C}),
+                "pointwise_batch_norm: running mean/var must be [K, C] = [", L.K, ", ", L.C, "]");
+    mean = mean_in->to(opmath).contiguous();
+    invstd = (var_in->to(opmath) + eps).rsqrt().contiguous();
+  }
+  auto y = at::empty_like(x);
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pointwise_batch_norm_cpu", [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    opmath_t* mp = mean.data_ptr<opmath_t>();
+    opmath_t* ip = invstd.data_ptr<opmath_t>();
+    const int64_t CS = L.C * L.S;
+    if (training) {
+      at::parallel_for(0, L.K * L.C, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t kc = begin; kc < end; ++kc) {
+          const int64_t k = kc / L.C, c = kc % L.C;
+          const scalar_t* base = xp + k * L.B * CS + c * L.S;
+          opmath_t sum = 0;
+          for (int64_t b = 0; b < L.B; ++b)
+            for (int64_t s = 0; s < L.S; ++s) sum += static_cast<opmath_t>(base[b * CS + s]);
+          const opmath_t m = sum / static_cast<opmath_t>(L.B * L.S);
+          opmath_t sq = 0;
+          for (int64_t b = 0; b < L.B; ++b)
+            for (int64_t s = 0; s < L.S; ++s) {
+              const opmath_t d = static_cast<opmath_t>(base[b * CS + s]) - m;
+              sq += d * d;
+            }
+          mp[kc] = m;
+          ip[kc] = opmath_t(1) / std::sqrt(sq / static_cast<opmath_t>(L.B * L.S) + static_cast<opmath_t>(eps));
+        }
+      });
+    }
+    const opmath_t* gp = gamma.data_ptr<opmath_t>();
+    const opmath_t* bp = beta.data_ptr<opmath_t>();
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    at::parallel_for(0, L.K * L.B, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t kb = begin; kb < end; ++kb) {
+        const int64_t k = kb / L.B;
+        for (int64_t c = 0; c < L.C; ++c) {
+          const int64_t kc = k * L.C + c;
+          const opmath_t scale = ip[kc] * gp[kc], shift = bp[kc] - mp[kc] * scale;
+          const scalar_t* src = xp + kb * CS + c * L.S;
+          scalar_t* dst = yp + kb * CS + c * L.S;
+          for (int64_t s = 0; s < L.S; ++s)
+            dst[s] = static_cast<scalar_t>(static_cast<opmath_t>(src[s]) * scale + shift);
+        }
+      }
+    });
+  });
+  return {y, mean, invstd};
+}
+
+Grads pointwise_batch_norm_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& x_in,
+                                        const at::Tensor& save_mean, const at::Tensor& save_invstd,
+                                        const std::optional<at::Tensor>& weight,
+                                        const std::optional<at::Tensor>& bias,
+                                        const at::Tensor& coords, bool training,
+                                        std::array<bool, 4> output_mask) {
+  const auto L = layout_of(x_in, coords);
+  TORCH_CHECK(grad_out_in.sizes() == x_in.sizes(), "pointwise_batch_norm_backward: grad_out must match x");
+  const auto x = x_in.contiguous();
+  const auto dy = grad_out_in.contiguous();
+  const auto opmath = at::toOpMathType(x.scalar_type());
+  const auto mean = save_mean.to(opmath).contiguous();
+  const auto invstd = save_invstd.to(opmath).contiguous();
+  const auto gamma = affine_per_point(weight, coords, L.C, opmath, 1.0);
+  // Per (k, c): sum of dy and sum of dy * xhat, which give every parameter gradient.
+  auto sum_dy = at::empty({L.K, L.C}, x.options().dtype(opmath));
+  auto sum_dy_xhat = at::empty({L.K, L.C}, x.options().dtype(opmath));
+  auto dx = output_mask[0] ? at::empty_like(x) : no_grad_placeholder(x);
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pointwise_batch_norm_backward_cpu", [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* gp = dy.data_ptr<scalar_t>();
+    const opmath_t* mp = mean.data_ptr<opmath_t>();
+    const opmath_t* ip = invstd.data_ptr<opmath_t>();
+    opmath_t* sdy = sum_dy.data_ptr<opmath_t>();
+    opmath_t* sdyx = sum_dy_xhat.data_ptr<opmath_t>();
+    const int64_t CS = L.C * L.S;
+    at::parallel_for(0, L.K * L.C, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t kc = begin; kc < end; ++kc) {
+        const int64_t k = kc / L.C, c = kc % L.C;
+        const int64_t offset = k * L.B * CS + c * L.S;
+        opmath_t a = 0, bsum = 0;
+        for (int64_t b = 0; b < L.B; ++b)
+          for (int64_t s = 0; s < L.S; ++s) {
+            const opmath_t g = static_cast<opmath_t>(gp[offset + b * CS + s]);
+            a += g;
+            bsum += g * (static_cast<opmath_t>(xp[offset + b * CS + s]) - mp[kc]);
+          }
+        sdy[kc] = a;
+        sdyx[kc] = bsum * ip[kc];
+      }
+    });
+    if (output_mask[0]) {
+      const opmath_t* gam = gamma.data_ptr<opmath_t>();
+      scalar_t* dxp = dx.data_ptr<scalar_t>();
+      const opmath_t n = static_cast<opmath_t>(L.B * L.S);
+      at::parallel_for(0, L.K * L.B, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t kb = begin; kb < end; ++kb) {
+          const int64_t k = kb / L.B;
+          for (int64_t c = 0; c < L.C; ++c) {
+            const int64_t kc = k * L.C + c, o = kb * CS + c * L.S;
+            const opmath_t scale = gam[kc] * ip[kc];
+            for (int64_t s = 0; s < L.S; ++s) {
+              opmath_t g = static_cast<opmath_t>(gp[o + s]);
+              if (training) {
+                const opmath_t xhat = (static_cast<opmath_t>(xp[o + s]) - mp[kc]) * ip[kc];
+                g = g - sdy[kc] / n - xhat * sdyx[kc] / n;
+              }
+              dxp[o + s] = static_cast<scalar_t>(g * scale);
+            }
+          }
+        }
+      });
+    }
+  });
+
+  // dgamma_k = sum dy*xhat, dbeta_k = sum dy; the basis and coordinate gradients follow.
+  const auto c_op = coords.to(opmath);
+  at::Tensor dweight = no_grad_placeholder(x), dbias = no_grad_placeholder(x);
+  at::Tensor dcoords = no_grad_placeholder(x);
+  const bool has_weight = weight.has_value() && weight->defined();
+  const bool has_bias = bias.has_value() && bias->defined();
+  if (output_mask[1] && has_weight) dweight = at::mm(c_op.t(), sum_dy_xhat).to(weight->scalar_type());
+  if (output_mask[2] && has_bias) dbias = at::mm(c_op.t(), sum_dy).to(bias->scalar_type());
+  if (output_mask[3]) {
+    auto dc = at::zeros({L.K, coords.size(1)}, x.options().dtype(opmath));
+    if (has_weight) dc += at::mm(sum_dy_xhat, weight->to(opmath).t());
+    if (has_bias) dc += at::mm(sum_dy, bias->to(opmath).t());
+    dcoords = dc.to(coords.scalar_type());
+  }
+  return {dx, dweight, dbias, dcoords};
+}
+
+TORCH_LIBRARY_IMPL(fastloss, CPU, m) {
+  m.impl("pointwise_batch_norm", &pointwise_batch_norm_cpu);
+  m.impl("pointwise_batch_norm_backward", &pointwise_batch_norm_backward_cpu);
+}
+
+}  // namespace fastloss
