@@ -162,3 +162,20 @@ def _point_loss_backward(ctx, grad_loss, _grad_correct):
 
 
 lib.register_autograd("fastloss::point_loss", _point_loss_backward, setup_context=_setup_point_loss)
+
+
+def _setup_synthesize(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _synthesize_backward(ctx, grad):
+    # synthesize is bilinear: out = coords @ basis (flattened), so both gradients are GEMMs.
+    basis, coords = ctx.saved_tensors
+    g = grad.reshape(grad.shape[0], -1).to(coords.dtype)
+    flat = basis.reshape(basis.shape[0], -1).to(coords.dtype)
+    grad_basis = (coords.t() @ g).reshape(basis.shape).to(basis.dtype) if ctx.needs_input_grad[0] else None
+    grad_coords = g @ flat.t() if ctx.needs_input_grad[1] else None
+    return grad_basis, grad_coords
+
+
+lib.register_autograd("fastloss::synthesize", _synthesize_backward, setup_context=_setup_synthesize)
