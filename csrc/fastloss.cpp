@@ -1,10 +1,11 @@
-// Op schemas for the `fastloss` namespace and the pybind11 module with build info.
+// Op schemas for the `fastloss` namespace.
 //
+// The pybind11 module with build information is in python_module.cpp, so that this file and
+// the kernels also build as a plain C++ library against libtorch (CMakeLists.txt).
 // Backend kernels live in csrc/cpu/*_cpu.cpp and csrc/cuda/*_cuda.cu (one
 // TORCH_LIBRARY_IMPL per backend); the device-generic orchestration of the
 // subspace layers lives in csrc/subspace_ops.cpp. Shapes and contracts are
 // documented in csrc/fastloss.h.
-#include <torch/extension.h>
 #include <torch/library.h>
 
 #include "fastloss.h"
@@ -34,39 +35,4 @@ TORCH_LIBRARY(fastloss, m) {
       "subspace_conv_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor? bias, "
       "Tensor coords, int[] stride, int[] padding, int[] dilation, int groups, "
       "bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
-}
-
-namespace {
-
-bool built_with_cuda() {
-#ifdef FASTLOSS_WITH_CUDA
-  return true;
-#else
-  return false;
-#endif
-}
-
-std::string cuda_arch_list() {
-#ifdef FASTLOSS_CUDA_ARCH_LIST
-  return FASTLOSS_CUDA_ARCH_LIST;
-#else
-  return "";
-#endif
-}
-
-}  // namespace
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
-  module.doc() = "fastloss compiled kernels: build information (ops are in torch.ops.fastloss)";
-  module.def("built_with_cuda", &built_with_cuda, "True if the CUDA kernels were compiled in.");
-  module.def("cuda_arch_list", &cuda_arch_list, "TORCH_CUDA_ARCH_LIST the CUDA kernels were built for.");
-  module.def("torch_version", []() { return std::string(FASTLOSS_TORCH_VERSION); },
-             "torch version the extension was compiled against.");
-  module.def("cuda_version", []() {
-#ifdef FASTLOSS_CUDA_VERSION
-    return std::string(FASTLOSS_CUDA_VERSION);
-#else
-    return std::string("");
-#endif
-  }, "CUDA version the extension was compiled with (empty without CUDA).");
 }

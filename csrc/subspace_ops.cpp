@@ -24,9 +24,9 @@ bool is_reduced(at::ScalarType t) { return t == at::kHalf || t == at::kBFloat16;
 
 bool has(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
 
-// Bytes of synthesised weights held at once: a cache-sized buffer on the CPU.
+// Bytes of synthesised weights held at once: about half of one core's L2 on the CPU.
 int64_t weight_budget_bytes(const at::Tensor& x) {
-  return x.is_cpu() ? (int64_t{4} << 20) : (int64_t{512} << 20);
+  return x.is_cpu() ? (int64_t{1} << 20) : (int64_t{512} << 20);
 }
 
 void check_common(const char* op, const at::Tensor& x, const at::Tensor& weight,
@@ -155,10 +155,12 @@ at::Tensor subspace_linear_generic(const at::Tensor& x, const at::Tensor& weight
   const int64_t B = x.size(1);
   auto out = at::empty({K, B, O}, x.options());
   const auto bias_k = has(bias) ? call_synthesize(*bias, coords) : at::Tensor();
+  // Synthesising Wᵀ makes each per-point GEMM read a contiguous [I, O] operand.
+  const auto weight_t = weight.transpose(1, 2).contiguous();
   const int64_t chunk = points_per_chunk(K, O * I, weight.element_size(), weight_budget_bytes(x));
   for (int64_t k0 = 0; k0 < K; k0 += chunk) {
     const int64_t kc = std::min(chunk, K - k0);
-    const auto wk = call_synthesize(weight, coords.narrow(0, k0, kc)).transpose(1, 2);
+    const auto wk = call_synthesize(weight_t, coords.narrow(0, k0, kc));
     auto o = out.narrow(0, k0, kc);
     if (bias_k.defined())
       at::baddbmm_out(o, bias_k.narrow(0, k0, kc).unsqueeze(1), x.narrow(0, k0, kc), wk);

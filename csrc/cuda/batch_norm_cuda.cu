@@ -16,12 +16,13 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -224,7 +225,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pointwise_batch_norm_cuda(
     using acc_t = at::opmath_type<scalar_t>;
     const unsigned blocks = static_cast<unsigned>(std::min(d.K * d.C, cuda::kMaxGridX));
     bn_forward_kernel<scalar_t, acc_t>
-        <<<blocks, slice_block(d.S), 0, at::cuda::getCurrentCUDAStream()>>>(
+        <<<blocks, slice_block(d.S), 0, c10::cuda::getCurrentCUDAStream()>>>(
             x_c.const_data_ptr<scalar_t>(), ptr_or_null<acc_t>(m), ptr_or_null<acc_t>(v),
             ptr_or_null<acc_t>(w), ptr_or_null<acc_t>(b), c_acc.const_data_ptr<acc_t>(),
             y.mutable_data_ptr<scalar_t>(), save_mean.mutable_data_ptr<acc_t>(),
@@ -272,7 +273,7 @@ Grads pointwise_batch_norm_backward_cuda(
       using acc_t = at::opmath_type<scalar_t>;
       const unsigned blocks = static_cast<unsigned>(std::min(d.K * d.C, cuda::kMaxGridX));
       bn_backward_kernel<scalar_t, acc_t>
-          <<<blocks, slice_block(d.S), 0, at::cuda::getCurrentCUDAStream()>>>(
+          <<<blocks, slice_block(d.S), 0, c10::cuda::getCurrentCUDAStream()>>>(
               dy_c.const_data_ptr<scalar_t>(), x_c.const_data_ptr<scalar_t>(),
               sm.const_data_ptr<acc_t>(), si.const_data_ptr<acc_t>(), ptr_or_null<acc_t>(w),
               c_acc.const_data_ptr<acc_t>(), need_dx ? dx.mutable_data_ptr<scalar_t>() : nullptr,

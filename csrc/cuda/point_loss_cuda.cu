@@ -13,9 +13,10 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -133,7 +134,7 @@ void launch_rows(const scalar_t* logits, const int64_t* target, acc_t* row_loss,
                  int32_t* row_correct, int64_t rows, int64_t B, int C) {
   const int64_t blocks = std::min(ceil_div(rows, kThreads / W), cuda::kMaxGridX);
   point_loss_rows_kernel<scalar_t, acc_t, W>
-      <<<static_cast<unsigned>(blocks), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+      <<<static_cast<unsigned>(blocks), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
           logits, target, row_loss, row_correct, rows, B, C);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -186,7 +187,7 @@ std::tuple<at::Tensor, at::Tensor> point_loss_cuda(const at::Tensor& logits,
     }
     const int64_t blocks = std::min(K, cuda::kMaxGridX);
     point_loss_sum_kernel<acc_t><<<static_cast<unsigned>(blocks), kThreads, 0,
-                                   at::cuda::getCurrentCUDAStream()>>>(
+                                   c10::cuda::getCurrentCUDAStream()>>>(
         rl, rc, loss_sum.mutable_data_ptr<acc_t>(), correct.mutable_data_ptr<int64_t>(), K, B);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

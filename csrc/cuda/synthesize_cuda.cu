@@ -12,9 +12,10 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -101,7 +102,7 @@ void launch_combine(const scalar_t* parts, const acc_t* coords, const acc_t* bia
   const dim3 block(tx, ty);
   const dim3 grid(static_cast<unsigned>(ceil_div(vecs, tx)),
                   static_cast<unsigned>(std::min(ceil_div(work, ty), cuda::kMaxGridYZ)));
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   if (bias != nullptr) {
     combine_kernel<scalar_t, acc_t, VEC, true>
         <<<grid, block, 0, stream>>>(parts, coords, bias, out, K, R, J, L, G, C, S);
