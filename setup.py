@@ -13,7 +13,8 @@ from setuptools import setup
 from torch.utils.cpp_extension import BuildExtension
 
 _spec = importlib.util.spec_from_file_location(
-    "fastloss_build", os.path.join(os.path.dirname(os.path.abspath(__file__)), "fastloss", "_build.py")
+    "fastloss_build",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "fastloss", "_build.py"),
 )
 _build = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_build)

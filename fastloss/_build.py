@@ -40,7 +40,10 @@ def cuda_arch_list() -> str:
 
 
 def sources(with_cuda: bool) -> list[str]:
-    files = [os.path.join(CSRC, name) for name in ("fastloss.cpp", "python_module.cpp", "subspace_ops.cpp")]
+    files = [
+        os.path.join(CSRC, name)
+        for name in ("fastloss.cpp", "python_module.cpp", "subspace_ops.cpp")
+    ]
     files += sorted(glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))
     if with_cuda:
         files += sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cu")))

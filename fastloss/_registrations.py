@@ -18,10 +18,10 @@ def _opmath(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def _empty_grads(mask, *likes: Tensor | None) -> tuple[Tensor, ...]:
+def _empty_grads(mask, x: Tensor, *others: Tensor | None) -> tuple[Tensor, ...]:
     return tuple(
-        torch.empty_like(like) if (wanted and like is not None) else torch.empty(0, device=likes[0].device)
-        for wanted, like in zip(mask, likes, strict=True)
+        torch.empty_like(like) if (wanted and like is not None) else x.new_empty(0)
+        for wanted, like in zip(mask, (x, *others), strict=True)
     )
 
 
@@ -82,7 +82,9 @@ def _(grad_out, x, save_mean, save_invstd, weight, bias, coords, training, outpu
 @lib.register_fake("fastloss::point_loss")
 def _(logits, target):
     K = logits.shape[0]
-    return logits.new_empty((K,), dtype=_opmath(logits.dtype)), logits.new_empty((K,), dtype=torch.int64)
+    return logits.new_empty((K,), dtype=_opmath(logits.dtype)), logits.new_empty(
+        (K,), dtype=torch.int64
+    )
 
 
 # ---- autograd ----------------------------------------------------------------------------
@@ -156,8 +158,11 @@ def _point_loss_backward(ctx, grad_loss, _grad_correct):
     # d(sum_b CE)/dlogits = softmax - onehot; formed only here, never in the forward.
     logits, target = ctx.saved_tensors
     probs = torch.softmax(logits.to(grad_loss.dtype), dim=-1)
-    probs.scatter_add_(-1, target.view(1, -1, 1).expand(logits.shape[0], -1, 1),
-                       torch.full_like(probs[..., :1], -1.0))
+    probs.scatter_add_(
+        -1,
+        target.view(1, -1, 1).expand(logits.shape[0], -1, 1),
+        torch.full_like(probs[..., :1], -1.0),
+    )
     return (probs * grad_loss.view(-1, 1, 1)).to(logits.dtype), None
 
 
@@ -173,7 +178,9 @@ def _synthesize_backward(ctx, grad):
     basis, coords = ctx.saved_tensors
     g = grad.reshape(grad.shape[0], -1).to(coords.dtype)
     flat = basis.reshape(basis.shape[0], -1).to(coords.dtype)
-    grad_basis = (coords.t() @ g).reshape(basis.shape).to(basis.dtype) if ctx.needs_input_grad[0] else None
+    grad_basis = (
+        (coords.t() @ g).reshape(basis.shape).to(basis.dtype) if ctx.needs_input_grad[0] else None
+    )
     grad_coords = g @ flat.t() if ctx.needs_input_grad[1] else None
     return grad_basis, grad_coords
 

@@ -18,19 +18,27 @@ def _info(args: argparse.Namespace) -> int:
     print(f"python   {platform.python_version()} ({sys.executable})")
     print(f"torch    {torch.__version__} (CUDA {torch.version.cuda or 'none'})")
     if not built["compiled"]:
-        print("kernels  none compiled: ops use the PyTorch references "
-              "(build with `pip install --no-build-isolation -e .`)")
+        print(
+            "kernels  none compiled: ops use the PyTorch references "
+            "(build with `pip install --no-build-isolation -e .`)"
+        )
     else:
-        cuda = (f"yes (CUDA {built['cuda_version']}, arch {built['cuda_arch_list']})"
-                if built["cuda"] else "no")
+        cuda = (
+            f"yes (CUDA {built['cuda_version']}, arch {built['cuda_arch_list']})"
+            if built["cuda"]
+            else "no"
+        )
         print(f"kernels  CPU yes, CUDA {cuda}; compiled against torch {built['torch']}")
-    print(f"cpu      {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"cpu      {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    )
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(i)
-            print(f"cuda:{i}   {props.name}, sm_{props.major}{props.minor}, "
-                  f"{props.total_memory / 2**30:.0f} GiB")
+            print(
+                f"cuda:{i}   {props.name}, sm_{props.major}{props.minor}, "
+                f"{props.total_memory / 2**30:.0f} GiB"
+            )
     else:
         print("cuda     no GPU visible")
     return 0
@@ -38,11 +46,15 @@ def _info(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="fastloss", description="Loss surfaces, mode connectivity and fast ensembling.")
+        prog="fastloss", description="Loss surfaces, mode connectivity and fast ensembling."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    info = commands.add_parser("info", help="show the version, compiled kernels and devices",
-                               description="Print the version, torch, which kernels were "
-                               "compiled (CPU, CUDA, arch list) and the visible devices.")
+    info = commands.add_parser(
+        "info",
+        help="show the version, compiled kernels and devices",
+        description="Print the version, torch, which kernels were "
+        "compiled (CPU, CUDA, arch list) and the visible devices.",
+    )
     info.set_defaults(run=_info)
     return parser
 

@@ -24,17 +24,28 @@ def _fail(op: str, message: str) -> None:
 
 def _check_basis(op: str, x: Tensor, weight: Tensor, bias: Tensor | None, coords: Tensor) -> None:
     if coords.dim() != 2 or coords.shape[1] != weight.shape[0]:
-        _fail(op, f"coords must be [K, J] with J = weight.shape[0] = {weight.shape[0]}, "
-              f"got {list(coords.shape)}")
+        _fail(
+            op,
+            f"coords must be [K, J] with J = weight.shape[0] = {weight.shape[0]}, "
+            f"got {list(coords.shape)}",
+        )
     if bias is not None and tuple(bias.shape) != (weight.shape[0], weight.shape[1]):
-        _fail(op, f"bias must be [J, {weight.shape[1]}] = {[weight.shape[0], weight.shape[1]]}, "
-              f"got {list(bias.shape)}")
+        _fail(
+            op,
+            f"bias must be [J, {weight.shape[1]}] = {[weight.shape[0], weight.shape[1]]}, "
+            f"got {list(bias.shape)}",
+        )
     for name, t in (("x", x), ("bias", bias)):
         if t is not None and t.dtype != weight.dtype:
             _fail(op, f"{name} is {t.dtype} but weight is {weight.dtype}")
-    if coords.dtype != weight.dtype and not (weight.dtype in _REDUCED and coords.dtype == torch.float32):
-        _fail(op, f"coords must have weight's dtype {weight.dtype} (or float32 for bf16/fp16 "
-              f"weights), got {coords.dtype}")
+    if coords.dtype != weight.dtype and not (
+        weight.dtype in _REDUCED and coords.dtype == torch.float32
+    ):
+        _fail(
+            op,
+            f"coords must have weight's dtype {weight.dtype} (or float32 for bf16/fp16 "
+            f"weights), got {coords.dtype}",
+        )
     for name, t in (("x", x), ("bias", bias), ("coords", coords)):
         if t is not None and t.device != weight.device:
             _fail(op, f"{name} is on {t.device} but weight is on {weight.device}")
@@ -47,16 +58,23 @@ def _check_linear(x: Tensor, weight: Tensor, bias: Tensor | None, coords: Tensor
     _check_basis(op, x, weight, bias, coords)
     K, I = coords.shape[0], weight.shape[2]
     if x.dim() not in (2, 3) or x.shape[-1] != I or (x.dim() == 3 and x.shape[0] != K):
-        _fail(op, f"x must be [B, {I}] (shared) or [K, B, {I}] = [{K}, B, {I}] (per point), "
-              f"got {list(x.shape)}")
+        _fail(
+            op,
+            f"x must be [B, {I}] (shared) or [K, B, {I}] = [{K}, B, {I}] (per point), "
+            f"got {list(x.shape)}",
+        )
 
 
-def _check_conv(x: Tensor, weight: Tensor, bias: Tensor | None, coords: Tensor, groups: int,
-                spatial: int) -> None:
+def _check_conv(
+    x: Tensor, weight: Tensor, bias: Tensor | None, coords: Tensor, groups: int, spatial: int
+) -> None:
     op = f"subspace_conv{spatial}d"
     if weight.dim() != spatial + 3:
-        _fail(op, f"weight must be [J, Co, Ci/groups, {', '.join(['k'] * spatial)}], "
-              f"got {list(weight.shape)}")
+        _fail(
+            op,
+            f"weight must be [J, Co, Ci/groups, {', '.join(['k'] * spatial)}], "
+            f"got {list(weight.shape)}",
+        )
     _check_basis(op, x, weight, bias, coords)
     if groups < 1 or weight.shape[1] % groups:
         _fail(op, f"groups = {groups} must divide the {weight.shape[1]} output channels")
@@ -64,8 +82,11 @@ def _check_conv(x: Tensor, weight: Tensor, bias: Tensor | None, coords: Tensor, 
     shared, per_point = x.dim() == spatial + 2, x.dim() == spatial + 3
     channels = x.shape[-spatial - 1] if x.dim() > spatial else None
     if not (shared or (per_point and x.shape[0] == K)) or channels != ci:
-        _fail(op, f"x must be [B, {ci}, *spatial] (shared) or [{K}, B, {ci}, *spatial] "
-              f"(per point) with {spatial} spatial dims, got {list(x.shape)}")
+        _fail(
+            op,
+            f"x must be [B, {ci}, *spatial] (shared) or [{K}, B, {ci}, *spatial] "
+            f"(per point) with {spatial} spatial dims, got {list(x.shape)}",
+        )
 
 
 def _tuple(v: int | Sequence[int], n: int) -> list[int]:
@@ -89,25 +110,48 @@ def _conv(x, weight, bias, coords, stride, padding, dilation, groups, spatial):
     return reference.subspace_conv(x, weight, bias, coords, *args)
 
 
-def subspace_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, coords: Tensor,
-                    stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
-                    dilation: int | Sequence[int] = 1, groups: int = 1) -> Tensor:
+def subspace_conv2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    coords: Tensor,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+) -> Tensor:
     """Conv2d at K points: ``x [B, Ci, H, W] | [K, B, Ci, H, W], weight [J, Co, Ci/g, kh, kw],
     bias [J, Co]?, coords [K, J] -> [K, B, Co, Ho, Wo]``."""
     return _conv(x, weight, bias, coords, stride, padding, dilation, groups, 2)
 
 
-def subspace_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, coords: Tensor,
-                    stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
-                    dilation: int | Sequence[int] = 1, groups: int = 1) -> Tensor:
-    """Conv1d at K points: ``x [B, Ci, L] | [K, B, Ci, L], weight [J, Co, Ci/g, k] -> [K, B, Co, Lo]``."""
+def subspace_conv1d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    coords: Tensor,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+) -> Tensor:
+    """Conv1d at K points: ``x [B, Ci, L] | [K, B, Ci, L], weight [J, Co, Ci/g, k]
+    -> [K, B, Co, Lo]``."""
     return _conv(x, weight, bias, coords, stride, padding, dilation, groups, 1)
 
 
-def pointwise_batch_norm(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
-                         weight: Tensor | None, bias: Tensor | None, coords: Tensor,
-                         training: bool, momentum: float | None = 0.1, eps: float = 1e-5,
-                         num_batches_tracked: Tensor | None = None) -> Tensor:
+def pointwise_batch_norm(
+    x: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    coords: Tensor,
+    training: bool,
+    momentum: float | None = 0.1,
+    eps: float = 1e-5,
+    num_batches_tracked: Tensor | None = None,
+) -> Tensor:
     """Batch norm with per-point statistics: ``x [K, B, C, *]``, running stats ``[K, C]``,
     weight/bias ``[J, C]`` combined through ``coords [K, J]``.
 
@@ -117,8 +161,11 @@ def pointwise_batch_norm(x: Tensor, running_mean: Tensor | None, running_var: Te
     """
     op = "pointwise_batch_norm"
     if x.dim() < 3 or coords.dim() != 2 or coords.shape[0] != x.shape[0]:
-        _fail(op, f"x must be [K, B, C, ...] and coords [K, J] with the same K, got x "
-              f"{list(x.shape)} and coords {list(coords.shape)}")
+        _fail(
+            op,
+            f"x must be [K, B, C, ...] and coords [K, J] with the same K, got x "
+            f"{list(x.shape)} and coords {list(coords.shape)}",
+        )
     K, C, J = x.shape[0], x.shape[2], coords.shape[1]
     for name, t in (("running_mean", running_mean), ("running_var", running_var)):
         if t is not None and tuple(t.shape) != (K, C):
@@ -131,18 +178,36 @@ def pointwise_batch_norm(x: Tensor, running_mean: Tensor | None, running_var: Te
     if training and momentum is None and running_mean is not None and num_batches_tracked is None:
         _fail(op, "momentum=None (cumulative average) needs the num_batches_tracked counter")
     if not compiled_for(x.device):
-        return reference.pointwise_batch_norm(x, running_mean, running_var, weight, bias, coords,
-                                              training, momentum, eps, num_batches_tracked)
+        return reference.pointwise_batch_norm(
+            x,
+            running_mean,
+            running_var,
+            weight,
+            bias,
+            coords,
+            training,
+            momentum,
+            eps,
+            num_batches_tracked,
+        )
     use_batch_stats = training or running_mean is None
     y, mean, invstd = torch.ops.fastloss.pointwise_batch_norm(
-        x, None if use_batch_stats else running_mean, None if use_batch_stats else running_var,
-        weight, bias, coords, use_batch_stats, eps)
+        x,
+        None if use_batch_stats else running_mean,
+        None if use_batch_stats else running_var,
+        weight,
+        bias,
+        coords,
+        use_batch_stats,
+        eps,
+    )
     if training and running_mean is not None and running_var is not None:
         with torch.no_grad():
             n = x.numel() // (K * C)
             if momentum is None:
-                num_batches_tracked.add_(1)  # type: ignore[union-attr]
-                factor = (1.0 / num_batches_tracked).to(running_mean.dtype)  # type: ignore[operator]
+                assert num_batches_tracked is not None  # checked above
+                num_batches_tracked.add_(1)
+                factor = num_batches_tracked.reciprocal().to(running_mean.dtype)
             else:
                 factor = torch.tensor(momentum, dtype=running_mean.dtype, device=x.device)
             unbiased_var = (invstd.pow(-2) - eps) * (n / max(n - 1, 1))
@@ -155,8 +220,11 @@ def point_loss(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     """Per-point cross-entropy sum and correct count: ``logits [K, B, C], target [B] int64
     -> (loss_sum [K], correct [K] int64)``, without materialising a softmax."""
     if logits.dim() != 3 or target.dim() != 1 or target.shape[0] != logits.shape[1]:
-        _fail("point_loss", f"logits must be [K, B, C] and target [B] with the same B, got "
-              f"{list(logits.shape)} and {list(target.shape)}")
+        _fail(
+            "point_loss",
+            f"logits must be [K, B, C] and target [B] with the same B, got "
+            f"{list(logits.shape)} and {list(target.shape)}",
+        )
     if target.dtype != torch.int64:
         _fail("point_loss", f"target must be int64 class indices, got {target.dtype}")
     if compiled_for(logits.device):

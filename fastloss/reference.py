@@ -87,6 +87,7 @@ def pointwise_batch_norm(
     """
     K = coords.shape[0]
     if momentum is None and training and running_mean is not None:
+        assert num_batches_tracked is not None, "momentum=None needs num_batches_tracked"
         num_batches_tracked.add_(1)
         factor = 1.0 / float(num_batches_tracked)
     else:

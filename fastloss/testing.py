@@ -21,4 +21,6 @@ tolerances = {
 
 def tensor(*shape: int, dtype: torch.dtype, device: torch.device, generator=None) -> torch.Tensor:
     """Random normal data, never zeros (zeros hide unwritten outputs)."""
-    return torch.randn(*shape, generator=generator, dtype=torch.float64).to(dtype=dtype, device=device)
+    return torch.randn(*shape, generator=generator, dtype=torch.float64).to(
+        dtype=dtype, device=device
+    )

@@ -21,15 +21,20 @@ def _leaf(*shape, device):
 def test_subspace_linear_gradcheck(device, shared, with_bias):
     K, J, B, I, O = 3, 2, 4, 5, 6
     x = _leaf(B, I, device=device) if shared else _leaf(K, B, I, device=device)
-    args = (x, _leaf(J, O, I, device=device), _leaf(J, O, device=device) if with_bias else None,
-            _leaf(K, J, device=device))
+    args = (
+        x,
+        _leaf(J, O, I, device=device),
+        _leaf(J, O, device=device) if with_bias else None,
+        _leaf(K, J, device=device),
+    )
     assert torch.autograd.gradcheck(ops.subspace_linear, args)
 
 
 @pytest.mark.parametrize("device", devices)
 @pytest.mark.parametrize("shared", [True, False])
-@pytest.mark.parametrize("spatial,groups,stride,padding,dilation", [(2, 1, 1, 1, 1), (2, 2, 2, 0, 1),
-                                                                    (1, 2, 1, 2, 2)])
+@pytest.mark.parametrize(
+    "spatial,groups,stride,padding,dilation", [(2, 1, 1, 1, 1), (2, 2, 2, 0, 1), (1, 2, 1, 2, 2)]
+)
 def test_subspace_conv_gradcheck(device, shared, spatial, groups, stride, padding, dilation):
     K, J, B, Ci, Co = 2, 3, 2, 4, 4
     size = [6, 5][:spatial]
@@ -48,13 +53,20 @@ def test_subspace_conv_gradcheck(device, shared, spatial, groups, stride, paddin
 @pytest.mark.parametrize("training", [True, False])
 def test_pointwise_batch_norm_gradcheck(device, training):
     K, J, B, C = 2, 3, 4, 3
-    mean, var = tensor(K, C, dtype=f64, device=device), tensor(K, C, dtype=f64, device=device).abs() + 0.5
+    mean, var = (
+        tensor(K, C, dtype=f64, device=device),
+        tensor(K, C, dtype=f64, device=device).abs() + 0.5,
+    )
 
     def f(x, w, b, c):
         return ops.pointwise_batch_norm(x, mean, var, w, b, c, training, 0.1, 1e-5)
 
-    args = (_leaf(K, B, C, 2, 2, device=device), _leaf(J, C, device=device),
-            _leaf(J, C, device=device), _leaf(K, J, device=device))
+    args = (
+        _leaf(K, B, C, 2, 2, device=device),
+        _leaf(J, C, device=device),
+        _leaf(J, C, device=device),
+        _leaf(K, J, device=device),
+    )
     assert torch.autograd.gradcheck(f, args)
 
 
@@ -91,17 +103,43 @@ def _opcheck_samples(device):
     d = torch.float32
     K, J = 3, 2
     c = tensor(K, J, dtype=d, device=device)
-    lin = (tensor(4, 5, dtype=d, device=device), tensor(J, 6, 5, dtype=d, device=device),
-           tensor(J, 6, dtype=d, device=device), c)
+    lin = (
+        tensor(4, 5, dtype=d, device=device),
+        tensor(J, 6, 5, dtype=d, device=device),
+        tensor(J, 6, dtype=d, device=device),
+        c,
+    )
     lin_pp = (tensor(K, 4, 5, dtype=d, device=device), *lin[1:])
-    conv = (tensor(K, 2, 4, 6, 6, dtype=d, device=device), tensor(J, 4, 2, 3, 3, dtype=d, device=device),
-            tensor(J, 4, dtype=d, device=device), c, [1, 1], [1, 1], [1, 1], 2)
-    bn = (tensor(K, 4, 3, dtype=d, device=device), None, None, tensor(J, 3, dtype=d, device=device),
-          tensor(J, 3, dtype=d, device=device), c, True, 1e-5)
+    conv = (
+        tensor(K, 2, 4, 6, 6, dtype=d, device=device),
+        tensor(J, 4, 2, 3, 3, dtype=d, device=device),
+        tensor(J, 4, dtype=d, device=device),
+        c,
+        [1, 1],
+        [1, 1],
+        [1, 1],
+        2,
+    )
+    bn = (
+        tensor(K, 4, 3, dtype=d, device=device),
+        None,
+        None,
+        tensor(J, 3, dtype=d, device=device),
+        tensor(J, 3, dtype=d, device=device),
+        c,
+        True,
+        1e-5,
+    )
     loss = (tensor(K, 4, 7, dtype=d, device=device), torch.tensor([1, 0, 6, 2], device=device))
-    return [("subspace_linear", lin), ("subspace_linear", lin_pp), ("subspace_conv", conv),
-            ("pointwise_batch_norm", bn), ("point_loss", loss),
-            ("synthesize", (lin[1], c)), ("combine", (tensor(2, 1, J, 3, 4, dtype=d, device=device), c, None))]
+    return [
+        ("subspace_linear", lin),
+        ("subspace_linear", lin_pp),
+        ("subspace_conv", conv),
+        ("pointwise_batch_norm", bn),
+        ("point_loss", loss),
+        ("synthesize", (lin[1], c)),
+        ("combine", (tensor(2, 1, J, 3, 4, dtype=d, device=device), c, None)),
+    ]
 
 
 @needs_extension
@@ -109,8 +147,12 @@ def _opcheck_samples(device):
 def test_opcheck(device):
     for name, args in _opcheck_samples(device):
         op = getattr(torch.ops.fastloss, name)
-        grad_args = tuple(a.clone().requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
-                          for a in args)
+        grad_args = tuple(
+            a.clone().requires_grad_()
+            if isinstance(a, torch.Tensor) and a.is_floating_point()
+            else a
+            for a in args
+        )
         # combine is a forward-only building block of the shared-input path.
         for sample in (args,) if name == "combine" else (args, grad_args):
             torch.library.opcheck(op, sample)
@@ -124,8 +166,14 @@ def test_torch_compile_fullgraph():
         return ops.point_loss(logits, target)
 
     K, J, B = 4, 3, 8
-    args = (torch.randn(B, 5), torch.randn(J, 7, 5), torch.randn(J, 7), torch.randn(J, 3, 7),
-            torch.randn(K, J), torch.randint(0, 3, (B,)))
+    args = (
+        torch.randn(B, 5),
+        torch.randn(J, 7, 5),
+        torch.randn(J, 7),
+        torch.randn(J, 3, 7),
+        torch.randn(K, J),
+        torch.randint(0, 3, (B,)),
+    )
     compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
     loss, correct = compiled(*args)
     ref_loss, ref_correct = layer(*args)

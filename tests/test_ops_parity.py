@@ -35,7 +35,11 @@ def _coords(K, J, dtype, device):
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_subspace_linear(device, dtype, K, J, B, shared, with_bias):
     I, O = 19, 23
-    x = tensor(B, I, dtype=dtype, device=device) if shared else tensor(K, B, I, dtype=dtype, device=device)
+    x = (
+        tensor(B, I, dtype=dtype, device=device)
+        if shared
+        else tensor(K, B, I, dtype=dtype, device=device)
+    )
     weight = tensor(J, O, I, dtype=dtype, device=device)
     bias = tensor(J, O, dtype=dtype, device=device) if with_bias else None
     coords = _coords(K, J, dtype, device)
@@ -73,8 +77,10 @@ CONV_CASES = [
 @pytest.mark.parametrize("device", devices)
 @pytest.mark.parametrize("dtype", dtypes)
 @pytest.mark.parametrize("case", CONV_CASES)
-@pytest.mark.parametrize("shared,with_bias,K,J", [(True, True, 4, 3), (False, True, 3, 2),
-                                                  (True, False, 1, 1), (False, False, 2, 5)])
+@pytest.mark.parametrize(
+    "shared,with_bias,K,J",
+    [(True, True, 4, 3), (False, True, 3, 2), (True, False, 1, 1), (False, False, 2, 5)],
+)
 def test_subspace_conv(device, dtype, case, shared, with_bias, K, J):
     spatial, Ci, Co, k, stride, padding, dilation, groups = case
     B, size = 2, [9, 8][:spatial]
@@ -85,8 +91,13 @@ def test_subspace_conv(device, dtype, case, shared, with_bias, K, J):
     coords = _coords(K, J, dtype, device)
     conv = ops.subspace_conv2d if spatial == 2 else ops.subspace_conv1d
     out = conv(x, weight, bias, coords, stride, padding, dilation, groups)
-    ref = reference.subspace_conv(*_ref_inputs(x, weight, bias, coords), [stride] * spatial,
-                                  [padding] * spatial, [dilation] * spatial, groups)
+    ref = reference.subspace_conv(
+        *_ref_inputs(x, weight, bias, coords),
+        [stride] * spatial,
+        [padding] * spatial,
+        [dilation] * spatial,
+        groups,
+    )
     assert out.shape == ref.shape
     assert_matches(out, ref, dtype)
 
@@ -119,8 +130,9 @@ def test_pointwise_batch_norm(device, dtype, training, affine, spatial):
     coords = _coords(K, J, dtype, device)
     ref_mean, ref_var = mean.double(), var.double()
     out = ops.pointwise_batch_norm(x, mean, var, weight, bias, coords, training, 0.1, 1e-5)
-    ref = reference.pointwise_batch_norm(*_ref_inputs(x, ref_mean, ref_var, weight, bias, coords),
-                                         training, 0.1, 1e-5)
+    ref = reference.pointwise_batch_norm(
+        *_ref_inputs(x, ref_mean, ref_var, weight, bias, coords), training, 0.1, 1e-5
+    )
     assert_matches(out, ref, dtype)
     # Running statistics: updated in training, untouched in eval.
     assert_matches(mean, ref_mean, stats_dtype)
@@ -131,14 +143,20 @@ def test_pointwise_batch_norm(device, dtype, training, affine, spatial):
 def test_pointwise_batch_norm_cumulative_average(device):
     K, J, B, C = 2, 2, 8, 3
     coords = tensor(K, J, dtype=torch.float32, device=device)
-    stats = [torch.zeros(K, C, device=device), torch.ones(K, C, device=device),
-             torch.zeros((), dtype=torch.long, device=device)]
+    stats = [
+        torch.zeros(K, C, device=device),
+        torch.ones(K, C, device=device),
+        torch.zeros((), dtype=torch.long, device=device),
+    ]
     ref_stats = [t.clone() for t in stats]
     for _ in range(3):
         x = tensor(K, B, C, dtype=torch.float32, device=device)
-        ops.pointwise_batch_norm(x, stats[0], stats[1], None, None, coords, True, None, 1e-5, stats[2])
-        reference.pointwise_batch_norm(x, ref_stats[0], ref_stats[1], None, None, coords, True, None,
-                                       1e-5, ref_stats[2])
+        ops.pointwise_batch_norm(
+            x, stats[0], stats[1], None, None, coords, True, None, 1e-5, stats[2]
+        )
+        reference.pointwise_batch_norm(
+            x, ref_stats[0], ref_stats[1], None, None, coords, True, None, 1e-5, ref_stats[2]
+        )
     for got, want in zip(stats, ref_stats, strict=True):
         torch.testing.assert_close(got, want)
     assert int(stats[2]) == 3
@@ -177,7 +195,9 @@ def test_synthesize_and_combine(device):
         parts = tensor(2, 2, 3, 4, 5, dtype=dtype, device=device)
         bias = tensor(3, 2, 4, dtype=dtype, device=device)
         got = torch.ops.fastloss.combine(parts, coords, bias)
-        want = torch.einsum("kj,bgjcs->kbgcs", coords.double(),
-                            parts.double() + bias.double().permute(1, 0, 2)[None, ..., None])
+        want = torch.einsum(
+            "kj,bgjcs->kbgcs",
+            coords.double(),
+            parts.double() + bias.double().permute(1, 0, 2)[None, ..., None],
+        )
         assert_matches(got, want, dtype)
-

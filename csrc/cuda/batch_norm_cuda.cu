@@ -180,16 +180,15 @@ struct Dims {
   int64_t K, B, C, S, J;
 };
 
-Dims check_common(const at::Tensor& x, const at::Tensor& coords) {
-  FASTLOSS_CHECK_CUDA(x, "x");
-  FASTLOSS_CHECK_CUDA(coords, "coords");
-  FASTLOSS_CHECK_SAME_DEVICE(x, coords, "x", "coords");
-  TORCH_CHECK(x.dim() >= 3, "x must be [K, B, C, *], got ", x.sizes());
-  TORCH_CHECK(at::isFloatingType(x.scalar_type()), "x must be floating point");
-  FASTLOSS_CHECK_DIM(coords, 2, "coords");
-  TORCH_CHECK(at::isFloatingType(coords.scalar_type()), "coords must be floating point");
-  TORCH_CHECK(coords.size(0) == x.size(0), "coords has ", coords.size(0), " points but x has ",
-              x.size(0));
+Dims check_common(const at::Tensor& x, const at::Tensor& coords, const char* op) {
+  TORCH_CHECK(x.is_cuda() && coords.is_cuda() && x.device() == coords.device(), op,
+              ": x and coords must be on one CUDA device, got ", x.device(), " and ",
+              coords.device());
+  TORCH_CHECK(x.dim() >= 3, op, ": x must be [K, B, C, *], got ", x.sizes());
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), op, ": x must be floating point");
+  TORCH_CHECK(coords.dim() == 2 && coords.size(0) == x.size(0), op,
+              ": coords must be [K, J] with K = x.size(0) = ", x.size(0), ", got ", coords.sizes());
+  TORCH_CHECK(at::isFloatingType(coords.scalar_type()), op, ": coords must be floating point");
   Dims d{x.size(0), x.size(1), x.size(2), 1, coords.size(1)};
   for (int64_t i = 3; i < x.dim(); ++i) d.S *= x.size(i);
   return d;
@@ -200,19 +199,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pointwise_batch_norm_cuda(
     const std::optional<at::Tensor>& var, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const at::Tensor& coords, bool training,
     double eps) {
-  const Dims d = check_common(x, coords);
-  TORCH_CHECK(!training || d.B * d.S != 1,
-              "Expected more than 1 value per channel when training, got input size ", x.sizes());
+  const Dims d = check_common(x, coords, "pointwise_batch_norm");
+  TORCH_CHECK(!training || d.B * d.S > 1,
+              "pointwise_batch_norm: training needs more than one value per channel, got x ",
+              x.sizes());
   const at::ScalarType acc = opmath_dtype(x.scalar_type());
   c10::cuda::CUDAGuard guard(x.device());
-  const auto w = small_operand(weight, x, d.J, d.C, acc, "weight");
-  const auto b = small_operand(bias, x, d.J, d.C, acc, "bias");
+  const auto w = small_operand(weight, x, d.J, d.C, acc, "pointwise_batch_norm: weight");
+  const auto b = small_operand(bias, x, d.J, d.C, acc, "pointwise_batch_norm: bias");
   std::optional<at::Tensor> m, v;
   if (!training) {
     TORCH_CHECK(mean.has_value() && var.has_value() && mean->defined() && var->defined(),
-                "pointwise_batch_norm: eval mode needs running mean and var");
-    m = small_operand(mean, x, d.K, d.C, acc, "mean");
-    v = small_operand(var, x, d.K, d.C, acc, "var");
+                "pointwise_batch_norm: eval mode needs the running mean and var");
+    m = small_operand(mean, x, d.K, d.C, acc, "pointwise_batch_norm: mean");
+    v = small_operand(var, x, d.K, d.C, acc, "pointwise_batch_norm: var");
   }
   const at::Tensor x_c = x.contiguous();
   const at::Tensor c_acc = coords.to(acc).contiguous();
@@ -221,7 +221,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pointwise_batch_norm_cuda(
   at::Tensor save_invstd = at::empty({d.K, d.C}, x.options().dtype(acc));
   if (d.K * d.C == 0) return {y, save_mean, save_invstd};
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pointwise_batch_norm", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pointwise_batch_norm",
+                                  [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const unsigned blocks = static_cast<unsigned>(std::min(d.K * d.C, cuda::kMaxGridX));
     bn_forward_kernel<scalar_t, acc_t>
@@ -241,17 +242,19 @@ Grads pointwise_batch_norm_backward_cuda(
     const at::Tensor& save_invstd, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const at::Tensor& coords, bool training,
     std::array<bool, 4> output_mask) {
-  const Dims d = check_common(x, coords);
-  FASTLOSS_CHECK_CUDA(grad_out, "grad_out");
-  FASTLOSS_CHECK_SAME_DEVICE(grad_out, x, "grad_out", "x");
-  TORCH_CHECK(grad_out.sizes() == x.sizes(), "grad_out must have the shape of x ", x.sizes(),
+  const Dims d = check_common(x, coords, "pointwise_batch_norm_backward");
+  FASTLOSS_CHECK_SAME_DEVICE(grad_out, x, "pointwise_batch_norm_backward: grad_out", "x");
+  TORCH_CHECK(grad_out.sizes() == x.sizes(),
+              "pointwise_batch_norm_backward: grad_out must have the shape of x ", x.sizes(),
               ", got ", grad_out.sizes());
   const at::ScalarType acc = opmath_dtype(x.scalar_type());
   c10::cuda::CUDAGuard guard(x.device());
-  const auto w = small_operand(weight, x, d.J, d.C, acc, "weight");
-  const auto b = small_operand(bias, x, d.J, d.C, acc, "bias");
-  const at::Tensor sm = *small_operand(save_mean, x, d.K, d.C, acc, "save_mean");
-  const at::Tensor si = *small_operand(save_invstd, x, d.K, d.C, acc, "save_invstd");
+  const auto w = small_operand(weight, x, d.J, d.C, acc, "pointwise_batch_norm: weight");
+  const auto b = small_operand(bias, x, d.J, d.C, acc, "pointwise_batch_norm: bias");
+  const at::Tensor sm =
+      *small_operand(save_mean, x, d.K, d.C, acc, "pointwise_batch_norm_backward: save_mean");
+  const at::Tensor si =
+      *small_operand(save_invstd, x, d.K, d.C, acc, "pointwise_batch_norm_backward: save_invstd");
   const at::Tensor x_c = x.contiguous();
   const at::Tensor dy_c = grad_out.to(x.scalar_type()).contiguous();
   const at::Tensor c_acc = coords.to(acc).contiguous();
@@ -269,7 +272,8 @@ Grads pointwise_batch_norm_backward_cuda(
     dbeta = at::empty({d.K, d.C}, x.options().dtype(acc));
   }
   if (d.K * d.C > 0 && (need_dx || need_stats)) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pointwise_batch_norm_backward", [&] {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
+                                    "pointwise_batch_norm_backward", [&] {
       using acc_t = at::opmath_type<scalar_t>;
       const unsigned blocks = static_cast<unsigned>(std::min(d.K * d.C, cuda::kMaxGridX));
       bn_backward_kernel<scalar_t, acc_t>

@@ -141,17 +141,19 @@ void launch_rows(const scalar_t* logits, const int64_t* target, acc_t* row_loss,
 
 std::tuple<at::Tensor, at::Tensor> point_loss_cuda(const at::Tensor& logits,
                                                    const at::Tensor& target) {
-  FASTLOSS_CHECK_CUDA(logits, "logits");
-  FASTLOSS_CHECK_CUDA(target, "target");
-  FASTLOSS_CHECK_SAME_DEVICE(logits, target, "logits", "target");
-  FASTLOSS_CHECK_DIM(logits, 3, "logits");
-  FASTLOSS_CHECK_DIM(target, 1, "target");
-  TORCH_CHECK(at::isFloatingType(logits.scalar_type()), "logits must be floating point, got ",
+  FASTLOSS_CHECK_CUDA(logits, "point_loss: logits");
+  FASTLOSS_CHECK_CUDA(target, "point_loss: target");
+  FASTLOSS_CHECK_SAME_DEVICE(logits, target, "point_loss: logits", "target");
+  FASTLOSS_CHECK_DIM(logits, 3, "point_loss: logits");
+  FASTLOSS_CHECK_DIM(target, 1, "point_loss: target");
+  TORCH_CHECK(at::isFloatingType(logits.scalar_type()),
+              "point_loss: logits must be floating point, got ",
               logits.scalar_type());
-  TORCH_CHECK(target.scalar_type() == at::kLong, "target must be int64, got ",
+  TORCH_CHECK(target.scalar_type() == at::kLong, "point_loss: target must be int64, got ",
               target.scalar_type());
   const int64_t K = logits.size(0), B = logits.size(1), C = logits.size(2);
-  TORCH_CHECK(target.size(0) == B, "target must be [B] with B = ", B, ", got ", target.sizes());
+  TORCH_CHECK(target.size(0) == B, "point_loss: target must be [B] with B = ", B, ", got ",
+              target.sizes());
   TORCH_CHECK(C > 0 || B == 0, "point_loss needs at least one class");
   TORCH_CHECK(C <= std::numeric_limits<int>::max(), "point_loss: too many classes");
   c10::cuda::CUDAGuard guard(logits.device());
@@ -165,9 +167,11 @@ std::tuple<at::Tensor, at::Tensor> point_loss_cuda(const at::Tensor& logits,
   if (K == 0) return {loss_sum, correct};
   const int64_t rows = K * B;
   at::Tensor row_loss = at::empty({std::max<int64_t>(rows, 1)}, logits.options().dtype(acc_dtype));
-  at::Tensor row_correct = at::empty({std::max<int64_t>(rows, 1)}, logits.options().dtype(at::kInt));
+  at::Tensor row_correct =
+      at::empty({std::max<int64_t>(rows, 1)}, logits.options().dtype(at::kInt));
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "point_loss", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "point_loss",
+                                  [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* x = logits_c.const_data_ptr<scalar_t>();
     const int64_t* t = target_c.const_data_ptr<int64_t>();

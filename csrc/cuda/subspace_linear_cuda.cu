@@ -134,7 +134,8 @@ at::Tensor subspace_linear_cuda(const at::Tensor& x, const at::Tensor& weight,
                   static_cast<unsigned>(std::min(K, cuda::kMaxGridYZ)));
   auto stream = c10::cuda::getCurrentCUDAStream();
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "subspace_linear", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "subspace_linear",
+                                  [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* xp = x_c.const_data_ptr<scalar_t>();
     const scalar_t* wp = w_c.const_data_ptr<scalar_t>();

@@ -247,9 +247,13 @@ __global__ void __launch_bounds__(kMmaThreads)
           wmma::load_matrix_sync(fb[t], ws + (wn * 32 + t * 16) * LD + kk, LD);
           if constexpr (std::is_same_v<scalar_t, float>) {
 #pragma unroll
-            for (int e = 0; e < fa[t].num_elements; ++e) fa[t].x[e] = wmma::__float_to_tf32(fa[t].x[e]);
+            for (int e = 0; e < fa[t].num_elements; ++e) {
+              fa[t].x[e] = wmma::__float_to_tf32(fa[t].x[e]);
+            }
 #pragma unroll
-            for (int e = 0; e < fb[t].num_elements; ++e) fb[t].x[e] = wmma::__float_to_tf32(fb[t].x[e]);
+            for (int e = 0; e < fb[t].num_elements; ++e) {
+              fb[t].x[e] = wmma::__float_to_tf32(fb[t].x[e]);
+            }
           }
         }
 #pragma unroll

@@ -147,23 +147,23 @@ at::ScalarType opmath_dtype(at::ScalarType t) {
   return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
 }
 
-void check_coords(const at::Tensor& coords, const at::Tensor& like, int64_t J) {
-  FASTLOSS_CHECK_CUDA(coords, "coords");
-  FASTLOSS_CHECK_SAME_DEVICE(coords, like, "coords", "the input");
-  FASTLOSS_CHECK_DIM(coords, 2, "coords");
-  TORCH_CHECK(at::isFloatingType(coords.scalar_type()), "coords must be floating point, got ",
+void check_coords(const at::Tensor& coords, const at::Tensor& like, int64_t J, const char* op) {
+  TORCH_CHECK(coords.is_cuda() && coords.device() == like.device(), op, ": coords must be on ",
+              like.device(), ", got ", coords.device());
+  TORCH_CHECK(coords.dim() == 2 && coords.size(1) == J, op, ": coords must be [K, J] with J = ", J,
+              ", got ", coords.sizes());
+  TORCH_CHECK(at::isFloatingType(coords.scalar_type()), op, ": coords must be floating point, got ",
               coords.scalar_type());
-  TORCH_CHECK(coords.size(1) == J, "coords must be [K, J] with J = ", J, ", got ",
-              coords.sizes());
 }
 
 at::Tensor synthesize_cuda(const at::Tensor& basis, const at::Tensor& coords) {
-  FASTLOSS_CHECK_CUDA(basis, "basis");
-  TORCH_CHECK(basis.dim() >= 1, "basis must be [J, *S]");
-  TORCH_CHECK(at::isFloatingType(basis.scalar_type()), "basis must be floating point, got ",
+  FASTLOSS_CHECK_CUDA(basis, "synthesize: basis");
+  TORCH_CHECK(basis.dim() >= 1, "synthesize: basis must be [J, *S]");
+  TORCH_CHECK(at::isFloatingType(basis.scalar_type()),
+              "synthesize: basis must be floating point, got ",
               basis.scalar_type());
   const int64_t J = basis.size(0);
-  check_coords(coords, basis, J);
+  check_coords(coords, basis, J, "synthesize");
   c10::cuda::CUDAGuard guard(basis.device());
 
   const at::Tensor basis_c = basis.contiguous();
@@ -180,21 +180,23 @@ at::Tensor synthesize_cuda(const at::Tensor& basis, const at::Tensor& coords) {
 
 at::Tensor combine_cuda(const at::Tensor& parts, const at::Tensor& coords,
                         const std::optional<at::Tensor>& bias) {
-  FASTLOSS_CHECK_CUDA(parts, "parts");
-  FASTLOSS_CHECK_DIM(parts, 5, "parts");
-  TORCH_CHECK(at::isFloatingType(parts.scalar_type()), "parts must be floating point, got ",
+  FASTLOSS_CHECK_CUDA(parts, "combine: parts");
+  FASTLOSS_CHECK_DIM(parts, 5, "combine: parts");
+  TORCH_CHECK(at::isFloatingType(parts.scalar_type()),
+              "combine: parts must be floating point, got ",
               parts.scalar_type());
   const int64_t B = parts.size(0), G = parts.size(1), J = parts.size(2), C = parts.size(3),
                 S = parts.size(4);
-  check_coords(coords, parts, J);
+  check_coords(coords, parts, J, "combine");
   const at::ScalarType acc = opmath_dtype(parts.scalar_type());
   std::optional<at::Tensor> bias_acc;
   if (bias.has_value() && bias->defined()) {
-    FASTLOSS_CHECK_CUDA(*bias, "bias");
-    FASTLOSS_CHECK_SAME_DEVICE(*bias, parts, "bias", "parts");
-    FASTLOSS_CHECK_DIM(*bias, 3, "bias");
+    FASTLOSS_CHECK_CUDA(*bias, "combine: bias");
+    FASTLOSS_CHECK_SAME_DEVICE(*bias, parts, "combine: bias", "parts");
+    FASTLOSS_CHECK_DIM(*bias, 3, "combine: bias");
     TORCH_CHECK(bias->size(0) == J && bias->size(1) == G && bias->size(2) == C,
-                "bias must be [J, G, C] = [", J, ", ", G, ", ", C, "], got ", bias->sizes());
+                "combine: bias must be [J, G, C] = [", J, ", ", G, ", ", C, "], got ",
+                bias->sizes());
     bias_acc = bias->to(acc).contiguous();
   }
   c10::cuda::CUDAGuard guard(parts.device());

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Everything a session with a lent GPU should run, in one command from the repo root:
+# build the extension there (CPU + CUDA kernels for the visible GPU), run the whole test suite
+# (CUDA parity tests included), run the GPU benchmarks, and leave the results in
+# bench/results/ and, when the device tool's $OUT is set, in $OUT for fetching.
+#
+#   bash bench/gpu_session.sh            # on the GPU machine
+# Missing pure-Python packages travel as wheels in .whl/ (see the device tool's README).
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+results="${OUT:-bench/results}"
+mkdir -p "$results" bench/results
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
+
+start=$(date +%s)
+MAX_JOBS="${MAX_JOBS:-16}" python3 -m pip install -q --no-build-isolation --no-deps -e . \
+  >"$results/gpu-build.log" 2>&1 || { tail -40 "$results/gpu-build.log"; exit 1; }
+echo "build: $(( $(date +%s) - start )) s"
+python3 -m fastloss.cli info | tee "$results/gpu-info.txt"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee -a "$results/gpu-info.txt"
+
+python3 -m pytest -q -x tests --deselect tests/test_cmake_build.py 2>&1 | tee "$results/gpu-tests.log" | tail -15
+python3 bench/bench_ops.py --device cuda --out bench/results/ops-gpu.json 2>&1 | tail -60
+cp bench/results/ops-gpu.json "$results/" 2>/dev/null || true
