@@ -33,8 +33,10 @@ from fastloss import ops
 from fastloss._extension import build_info
 
 J = 3
-# CPU runs skip cases whose single-weight ceiling exceeds this many FLOPs (seconds per call).
+# CPU runs skip cases whose single-weight ceiling exceeds this many FLOPs (seconds per call)
+# or whose [K, B, ...] output exceeds this many elements (the loop and vmap hold several).
 CPU_FLOP_CAP = 50e9
+CPU_OUTPUT_CAP = 1.5e8
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class Layer:
     cout: int
     size: int = 0  # input height = width for convs
     shared: bool = False  # first layer: every point sees the same input
+
+    def outputs(self, rows: int) -> float:
+        return float(rows * self.cout * (self.size * self.size if self.kind == "conv" else 1))
 
     def flops(self, rows: int) -> float:
         if self.kind == "linear":
@@ -132,7 +137,8 @@ def run(device: torch.device, dtype: torch.dtype, Ks, Bs, min_run_time: float) -
     for layer in LAYERS:
         for K in Ks:
             for B in Bs:
-                if device.type == "cpu" and layer.flops(K * B) > CPU_FLOP_CAP:
+                too_big = layer.flops(K * B) > CPU_FLOP_CAP or layer.outputs(K * B) > CPU_OUTPUT_CAP
+                if device.type == "cpu" and too_big:
                     continue
                 case = make_case(layer, K, B, dtype, device)
                 fns = methods(layer, *case)
