@@ -93,6 +93,16 @@ def _tuple(v: int | Sequence[int], n: int) -> list[int]:
     return [int(v)] * n if isinstance(v, int) else [int(i) for i in v]
 
 
+def synthesize(basis: Tensor, coords: Tensor) -> Tensor:
+    """Per-point tensors ``basis [J, *S], coords [K, J] -> [K, *S]`` (differentiable)."""
+    if basis.dim() < 1 or coords.dim() != 2 or coords.shape[1] != basis.shape[0]:
+        _fail("synthesize", f"basis must be [J, ...] and coords [K, J] with the same J, got "
+              f"{list(basis.shape)} and {list(coords.shape)}")
+    if compiled_for(basis.device):
+        return torch.ops.fastloss.synthesize(basis, coords)
+    return reference.synthesize(basis, coords)
+
+
 def subspace_linear(x: Tensor, weight: Tensor, bias: Tensor | None, coords: Tensor) -> Tensor:
     """Linear layer at K points: ``x [B, I] | [K, B, I], weight [J, O, I], bias [J, O]?,
     coords [K, J] -> [K, B, O]`` with ``y_k = x_k W_kᵀ + b_k``."""
