@@ -96,8 +96,11 @@ def _tuple(v: int | Sequence[int], n: int) -> list[int]:
 def synthesize(basis: Tensor, coords: Tensor) -> Tensor:
     """Per-point tensors ``basis [J, *S], coords [K, J] -> [K, *S]`` (differentiable)."""
     if basis.dim() < 1 or coords.dim() != 2 or coords.shape[1] != basis.shape[0]:
-        _fail("synthesize", f"basis must be [J, ...] and coords [K, J] with the same J, got "
-              f"{list(basis.shape)} and {list(coords.shape)}")
+        _fail(
+            "synthesize",
+            f"basis must be [J, ...] and coords [K, J] with the same J, got "
+            f"{list(basis.shape)} and {list(coords.shape)}",
+        )
     if compiled_for(basis.device):
         return torch.ops.fastloss.synthesize(basis, coords)
     return reference.synthesize(basis, coords)
