@@ -1,0 +1,235 @@
+"""Grid evaluation side by side in one process: the serial loop, torch.func.vmap, fastloss.
+
+Workloads (paper 000's plane through three networks, K points of a grid, J = 3):
+  (a) MLP 40-256-256-10 on MNIST-1D, 4000 samples
+  (b) MLP 784-256-256-10 on 784-dim inputs, 2000 samples
+  (c) the MPO conv net on 28x28 inputs, 500 samples
+  (d) ResNet-20 on 32x32 inputs, with BN recompute
+Methods: serial = set the weights, then a forward pass over the data (loss-landscape's
+loop; with BN, update_bn first); vmap = torch.func.vmap over stacked weights; fastloss in
+float32 and bfloat16. "limit" = the forward FLOPs over the GEMM rate measured in this run.
+
+    python bench/bench_grid.py [--device cuda] [--points 64] [--only a b]
+prints a Markdown table and writes bench/results/grid-<device>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+import fastloss
+from fastloss import data as fl_data
+from fastloss.evaluate import evaluate, evaluate_serial
+from fastloss.models import build_model
+from fastloss.subspace import Plane, affine_coords
+
+WORKLOADS = {
+    "a": ("MLP 40-256-256-10, MNIST-1D", "mlp", (40,), 4000, {"widths": (256, 256)}),
+    "b": ("MLP 784-256-256-10", "mlp", (784,), 2000, {"widths": (256, 256)}),
+    "c": ("MPO conv net, 28x28", "mpo-cnn", (1, 28, 28), 500, {}),
+    "d": ("ResNet-20, 32x32, BN recompute", "resnet20", (3, 32, 32), 500, {}),
+}
+
+
+def make_data(key: str, shape, n: int, device):
+    if key == "a":
+        (x, y), _ = fl_data.load_builtin("mnist1d")
+        return x[:n].to(device), y[:n].to(device)
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, *shape, generator=g).to(device), torch.randint(
+        0, 10, (n,), generator=g
+    ).to(device)
+
+
+def make_plane(name, shape, kwargs):
+    nets = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        nets.append(build_model(name, shape, 10, **kwargs))
+    return nets[0], Plane.through(*nets)
+
+
+def grid_coords(points: int) -> torch.Tensor:
+    side = int(round(points**0.5))
+    axis = torch.linspace(-0.5, 1.5, side, dtype=torch.float64)
+    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
+    return affine_coords(torch.stack([xx.reshape(-1), yy.reshape(-1)], 1))
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, repeats: int = 1):
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        out = fn()
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def vmap_loss(model, plane, coords, data, chunk: int):
+    """torch.func.vmap over stacked per-point weights, in chunks of points."""
+    x, y = data
+    names = list(plane.basis)
+    losses = []
+    for start in range(0, len(coords), chunk):
+        c = coords[start : start + chunk].to(x.device, torch.float32)
+        params = {n: torch.tensordot(c, plane.basis[n].to(x.device), dims=1) for n in names}
+
+        def one(p):
+            logits = torch.func.functional_call(model, p, (x,))
+            return F.cross_entropy(logits, y)
+
+        with torch.no_grad():
+            losses.append(torch.func.vmap(one)(params))
+    return torch.cat(losses).double().cpu().numpy()
+
+
+def gemm_rate(device, dtype) -> float:
+    n = 2048
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    torch.mm(a, b)
+    seconds, _ = timed(lambda: torch.mm(a, b), device, repeats=5)
+    return 2 * n**3 / seconds
+
+
+def forward_flops(model, x) -> float:
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    return float(counter.get_total_flops())
+
+
+def run(key, device, points, repeats):
+    title, name, shape, n, kwargs = WORKLOADS[key]
+    model, plane = make_plane(name, shape, kwargs)
+    data = make_data(key, shape, n, device)
+    coords = grid_coords(points)
+    K = len(coords)
+    has_bn = key == "d"
+    model = model.to(device)
+    row = {"workload": key, "title": title, "points": K, "samples": n}
+    serial_points = coords[: max(4, K // 8)]  # the serial loop is linear in K: time a slice
+    t, (serial_loss, _) = timed(
+        lambda: evaluate_serial(
+            model, plane.to(device), serial_points.to(device), data, bn="recompute", batch_size=n
+        ),
+        device,
+    )
+    row["serial_ms_per_point"] = 1e3 * t / len(serial_points)
+    if not has_bn:
+        t, vloss = timed(
+            lambda: vmap_loss(
+                model, plane, coords, data, chunk=16 if device.type == "cpu" else 256
+            ),
+            device,
+        )
+        row["vmap_ms_per_point"] = 1e3 * t / K
+    results = {}
+    for label, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+        t, surface = timed(
+            lambda dtype=dtype: evaluate(
+                model, plane, coords, train=data, device=device, dtype=dtype, progress=False
+            ),
+            device,
+            repeats,
+        )
+        results[label] = surface.values["train_loss"].reshape(-1)
+        row[f"fastloss_{label}_ms_per_point"] = 1e3 * t / K
+    fp32 = results["fp32"]
+    row["fp32_max_rel_error_vs_serial"] = float(
+        np.max(np.abs(fp32[: len(serial_loss)] - serial_loss) / np.abs(serial_loss))
+    )
+    row["bf16_max_rel_error_vs_fp32"] = float(np.max(np.abs(results["bf16"] - fp32) / np.abs(fp32)))
+    if not has_bn:
+        row["vmap_max_rel_error_vs_fp32"] = float(np.max(np.abs(vloss - fp32) / np.abs(fp32)))
+    flops = forward_flops(model, data[0]) * (2 if has_bn else 1)  # BN recompute: a second pass
+    for label, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        row[f"limit_{label}_ms_per_point"] = 1e3 * flops / gemm_rate(device, dtype)
+    s = row["serial_ms_per_point"]
+    row["speedup_fp32"] = s / row["fastloss_fp32_ms_per_point"]
+    row["speedup_bf16"] = s / row["fastloss_bf16_ms_per_point"]
+    if "vmap_ms_per_point" in row:
+        row["vs_vmap_fp32"] = row["vmap_ms_per_point"] / row["fastloss_fp32_ms_per_point"]
+    print(
+        f"  ({key}) {title}: "
+        + ", ".join(f"{k}={v:.3g}" for k, v in row.items() if isinstance(v, float)),
+        file=sys.stderr,
+        flush=True,
+    )
+    return row
+
+
+def markdown(rows) -> str:
+    head = (
+        "| workload | K | N | serial ms/pt | vmap ms/pt | fastloss fp32 ms/pt "
+        "| fastloss bf16 ms/pt | fp32 × serial | bf16 × serial | fp32 × vmap "
+        "| fp32 limit ms/pt | bf16 limit ms/pt | bf16 max rel err |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        vmap = f"{r['vmap_ms_per_point']:.2f}" if "vmap_ms_per_point" in r else "n/a"
+        vs = f"{r['vs_vmap_fp32']:.1f}" if "vs_vmap_fp32" in r else "n/a"
+        lines.append(
+            f"| ({r['workload']}) {r['title']} | {r['points']} | {r['samples']} | "
+            f"{r['serial_ms_per_point']:.2f} | {vmap} | {r['fastloss_fp32_ms_per_point']:.2f} | "
+            f"{r['fastloss_bf16_ms_per_point']:.2f} | {r['speedup_fp32']:.2f} | "
+            f"{r['speedup_bf16']:.2f} | {vs} | {r['limit_fp32_ms_per_point']:.2f} | "
+            f"{r['limit_bf16_ms_per_point']:.2f} | {r['bf16_max_rel_error_vs_fp32']:.1e} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--points", type=int, default=None, help="grid points (default 64 on CPU, 2601 on GPU)"
+    )
+    parser.add_argument("--only", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    points = args.points or (64 if device.type == "cpu" else 2601)
+    rows = [run(key, device, points, args.repeats) for key in args.only]
+    print(markdown(rows))
+    tag = "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device).split()[-1].lower()
+    out = args.out or os.path.join(os.path.dirname(__file__), "results", f"grid-{tag}.json")
+    with open(out, "w") as f:
+        json.dump(
+            {
+                "device": str(device)
+                if device.type == "cpu"
+                else torch.cuda.get_device_name(device),
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "fastloss": fastloss.__version__,
+                "date": datetime.date.today().isoformat(),
+                "rows": rows,
+            },
+            f,
+            indent=1,
+        )
+    print(f"\nwrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""Multi-layer perceptron on flattened inputs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from torch import nn
+
+
+class MLP(nn.Sequential):
+    """``x [N, *in_shape]`` flattened, then Linear + ReLU per hidden width, then a Linear to
+    ``num_classes`` logits. Works on every data set."""
+
+    def __init__(
+        self, in_shape: Sequence[int], num_classes: int, widths: Sequence[int] = (256, 256)
+    ):
+        sizes = [math.prod(in_shape), *(int(w) for w in widths)]
+        if any(s < 1 for s in sizes):
+            raise ValueError(f"mlp: widths must be positive, got {list(widths)}")
+        layers: list[nn.Module] = [nn.Flatten()]
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        layers.append(nn.Linear(sizes[-1], num_classes))
+        super().__init__(*layers)
