@@ -84,16 +84,15 @@ def _train(args: argparse.Namespace) -> int:
     kwargs = {"widths": tuple(args.widths)} if args.widths else {}
     num_classes = int(max(train_data[1].max(), test_data[1].max())) + 1
     model = models.build_model(args.model, tuple(train_data[0].shape[1:]), num_classes, **kwargs)
+    options = {k: getattr(args, k) for k in ("epochs", "lr", "batch_size") if getattr(args, k)}
     history = train(
         model,
         train_data,
         test_data,
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
         seed=args.seed,
         device=args.device,
         progress=not args.quiet,
+        **options,
     )
     meta = {
         "model": args.model,
@@ -251,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--widths", type=int, nargs="+", help="hidden widths of the mlp")
     train.add_argument("--data", default="mnist1d", help="mnist1d, digits, or a data path")
-    train.add_argument("--epochs", type=int, default=20)
+    train.add_argument("--epochs", type=int, help="default: the training loop's own")
     train.add_argument("--lr", type=float, default=None)
     train.add_argument("--batch-size", type=int, default=None)
     train.add_argument("--seed", type=int, default=0)
@@ -318,8 +317,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_axis_values(argv: list[str]) -> list[str]:
+    """``--x -0.5:1.5:41`` -> ``--x=-0.5:1.5:41``: argparse would read the value as an option."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in ("--x", "--y") and arg.startswith("-"):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_join_axis_values(sys.argv[1:] if argv is None else argv))
     try:
         return args.run(args)
     except (FileNotFoundError, FileExistsError, ValueError) as error:
