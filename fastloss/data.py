@@ -30,7 +30,9 @@ import re
 import struct
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,10 +65,17 @@ __all__ = [
 # Checks shared by every loader
 
 
+def _to_tensor(a: np.ndarray | Tensor) -> Tensor:
+    if isinstance(a, Tensor):
+        return a
+    # torch takes neither big-endian data (possible in .npz) nor negative strides.
+    a = np.ascontiguousarray(a)
+    return torch.from_numpy(a.astype(a.dtype.newbyteorder("="), copy=False))
+
+
 def _as_dataset(x: np.ndarray | Tensor, y: np.ndarray | Tensor, source: str) -> Dataset:
     """Validate and convert to the ``(float32 [N, ...], int64 [N])`` convention."""
-    x = torch.as_tensor(np.asarray(x) if isinstance(x, np.ndarray) else x)
-    y = torch.as_tensor(np.asarray(y) if isinstance(y, np.ndarray) else y)
+    x, y = _to_tensor(x), _to_tensor(y)
     if x.dim() < 2:
         raise ValueError(f"{source}: x must be [N, ...] with at least 2 dims, got {list(x.shape)}")
     if y.dim() != 1 or y.shape[0] != x.shape[0]:
@@ -323,7 +332,7 @@ def _codecs_encode():
 
 # What a pickle of numpy arrays, lists, dicts, strings and numbers may reference, and nothing
 # else: no callable here can run code, import modules or touch files.
-_PICKLE_ALLOWED = {
+_PICKLE_ALLOWED: dict[tuple[str, str], Callable[[], Any]] = {
     ("numpy", "ndarray"): lambda: np.ndarray,
     ("numpy", "dtype"): lambda: np.dtype,
     ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,

@@ -6,6 +6,7 @@ initial weights, the same trained weights.
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import time
@@ -34,11 +35,8 @@ def _check_data(data: Dataset, name: str) -> None:
 
 
 def _device_of(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return torch.device("cpu") if first is None else first.device
 
 
 @torch.no_grad()
@@ -77,7 +75,7 @@ def train(
     test: Dataset | None = None,
     *,
     epochs: int = 30,
-    lr: float = 0.1,
+    lr: float = 0.05,
     batch_size: int = 64,
     weight_decay: float = 5e-4,
     optimizer: str = "sgd",

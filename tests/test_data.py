@@ -296,6 +296,13 @@ def test_npz_split_seeded(tmp_path):
     torch.testing.assert_close(all_x, torch.from_numpy(x).sort(dim=0).values.float().double())
 
 
+def test_npz_big_endian_and_strided(tmp_path):
+    x = np.arange(24, dtype=">f4").reshape(6, 4)[::-1]
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(6, dtype=">i8"), x_test=x, y_test=np.zeros(6))
+    (tx, ty), _ = data.load_npz(tmp_path / "d.npz")
+    assert tx[0].tolist() == [20, 21, 22, 23] and ty.tolist() == list(range(6))
+
+
 def test_npz_explicit_test_and_uint8(tmp_path):
     x = np.full((4, 2, 2), 255, np.uint8)
     np.savez_compressed(

@@ -29,7 +29,7 @@ import importlib.util
 import inspect
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +105,8 @@ def build_model(name: str, in_shape: Sequence[int], num_classes: int, **kwargs: 
             f"unknown model {name!r}; the built-in models are {', '.join(MODELS)}, or give "
             "'module:callable' (e.g. 'mypackage.nets:Net' or 'nets.py:make_net')"
         )
-    # Plain attribute: not a parameter or buffer, so the state_dict is unchanged.
-    model.fastloss_spec = {
+    # A plain attribute (what Module.__setattr__ does for non-tensors): not in the state_dict.
+    model.__dict__["fastloss_spec"] = {
         "model": name,
         "in_shape": list(shape),
         "num_classes": num_classes,
@@ -187,6 +187,7 @@ def _build_user_model(
             raise ValueError(f"model {spec!r}: {module!r} has no attribute {attr!r}") from e
     if not callable(obj):
         raise TypeError(f"model {spec!r}: {attr!r} is not callable")
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(obj).parameters
     except (TypeError, ValueError):  # some builtins and C types have no signature

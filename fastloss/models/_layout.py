@@ -19,19 +19,19 @@ class Layout:
     prefix: tuple[nn.Module, ...]
 
     @property
-    def conv(self) -> type[nn.Module]:
+    def conv(self) -> type[nn.Conv1d] | type[nn.Conv2d]:
         return nn.Conv1d if self.nd == 1 else nn.Conv2d
 
     @property
-    def batch_norm(self) -> type[nn.Module]:
+    def batch_norm(self) -> type[nn.BatchNorm1d] | type[nn.BatchNorm2d]:
         return nn.BatchNorm1d if self.nd == 1 else nn.BatchNorm2d
 
     @property
-    def max_pool(self) -> type[nn.Module]:
+    def max_pool(self) -> type[nn.MaxPool1d] | type[nn.MaxPool2d]:
         return nn.MaxPool1d if self.nd == 1 else nn.MaxPool2d
 
     @property
-    def adaptive_avg_pool(self) -> type[nn.Module]:
+    def adaptive_avg_pool(self) -> type[nn.AdaptiveAvgPool1d] | type[nn.AdaptiveAvgPool2d]:
         return nn.AdaptiveAvgPool1d if self.nd == 1 else nn.AdaptiveAvgPool2d
 
 
