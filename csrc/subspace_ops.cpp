@@ -259,12 +259,25 @@ at::Tensor subspace_conv_generic(const at::Tensor& x, const at::Tensor& weight,
   check_subspace_conv_args(x, weight, bias, coords, groups);
   const auto a = conv_args(weight, stride, padding, dilation, groups);
   const int64_t J = weight.size(0), Co = weight.size(1), K = coords.size(0), n = weight.dim() - 3;
+  // On the CPU, oneDNN's convolutions run much faster in channels-last (NHWC) layout, so 2D
+  // outputs are produced channels-last per point: [K, B, Co, Ho, Wo] with strides of
+  // [K, B, Ho, Wo, Co]. Merging K and B then gives a channels-last [K·B, Co, Ho, Wo] for the
+  // layers that follow, and the next convolution reads it without a layout change.
+  const bool channels_last = n == 2 && groups == 1 && x.is_cpu();
   if (x.dim() == n + 2) {
+    const std::optional<at::Tensor> bias3 =
+        has(bias) ? std::optional<at::Tensor>(bias->reshape({J, groups, Co / groups})) : std::nullopt;
+    if (channels_last) {
+      // Parts [B, J·Co, Ho, Wo] channels-last are [B·Ho·Wo, 1, J, Co, 1] in memory.
+      const auto parts = conv(x.contiguous(at::MemoryFormat::ChannelsLast),
+                              stack_conv_weight(weight, groups), std::nullopt, a);
+      const int64_t B = parts.size(0), Ho = parts.size(2), Wo = parts.size(3);
+      const auto rows = parts.permute({0, 2, 3, 1}).contiguous().view({B * Ho * Wo, 1, J, Co, 1});
+      return call_combine(rows, coords, bias3).view({K, B, Ho, Wo, Co}).permute({0, 1, 4, 2, 3});
+    }
     const auto parts = conv(x, stack_conv_weight(weight, groups), std::nullopt, a).contiguous();
     const int64_t B = parts.size(0);
     auto out_shape = parts.sizes().vec();
-    const std::optional<at::Tensor> bias3 =
-        has(bias) ? std::optional<at::Tensor>(bias->reshape({J, groups, Co / groups})) : std::nullopt;
     const auto out = call_combine(parts.view({B, groups, J, Co / groups, -1}), coords, bias3);
     out_shape[1] = Co;
     out_shape.insert(out_shape.begin(), K);
@@ -278,12 +291,19 @@ at::Tensor subspace_conv_generic(const at::Tensor& x, const at::Tensor& weight,
     const auto wk = call_synthesize(weight, coords.narrow(0, k0, kc));
     for (int64_t i = 0; i < kc; ++i) {
       const int64_t k = k0 + i;
-      const auto y = conv(x.select(0, k), wk.select(0, i),
+      const auto x_k = channels_last ? x.select(0, k).contiguous(at::MemoryFormat::ChannelsLast)
+                                     : x.select(0, k);
+      const auto y = conv(x_k, wk.select(0, i),
                           bias_k.defined() ? std::optional<at::Tensor>(bias_k.select(0, k)) : std::nullopt, a);
       if (!out.defined()) {
         auto shape = y.sizes().vec();
-        shape.insert(shape.begin(), K);
-        out = at::empty(shape, y.options());
+        if (channels_last) {
+          out = at::empty({K, shape[0], shape[2], shape[3], shape[1]}, y.options())
+                    .permute({0, 1, 4, 2, 3});
+        } else {
+          shape.insert(shape.begin(), K);
+          out = at::empty(shape, y.options());
+        }
       }
       out.select(0, k).copy_(y);
     }

@@ -203,6 +203,23 @@ def pointwise_batch_norm(
             eps,
             num_batches_tracked,
         )
+    if _is_channels_last_per_point(x):
+        # Statistics are over (B, H, W) per channel: in NHWC memory that is [K, B·H·W, C, 1].
+        k, b, c, h, w = x.shape
+        rows = x.permute(0, 1, 3, 4, 2).reshape(k, b * h * w, c, 1)
+        y = pointwise_batch_norm(
+            rows,
+            running_mean,
+            running_var,
+            weight,
+            bias,
+            coords,
+            training,
+            momentum,
+            eps,
+            num_batches_tracked,
+        )
+        return y.view(k, b, h, w, c).permute(0, 1, 4, 2, 3)
     use_batch_stats = training or running_mean is None
     y, mean, invstd = torch.ops.fastloss.pointwise_batch_norm(
         x,
@@ -227,6 +244,11 @@ def pointwise_batch_norm(
             running_mean.lerp_(mean.to(running_mean.dtype), factor)
             running_var.lerp_(unbiased_var.to(running_var.dtype), factor)
     return y
+
+
+def _is_channels_last_per_point(x: Tensor) -> bool:
+    """``[K, B, C, H, W]`` laid out as ``[K, B, H, W, C]`` (what subspace_conv2d produces)."""
+    return x.dim() == 5 and x.shape[2] > 1 and x.permute(0, 1, 3, 4, 2).is_contiguous()
 
 
 def point_loss(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
