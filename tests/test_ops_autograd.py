@@ -51,7 +51,8 @@ def test_subspace_conv_gradcheck(device, shared, spatial, groups, stride, paddin
 
 @pytest.mark.parametrize("device", devices)
 @pytest.mark.parametrize("training", [True, False])
-def test_pointwise_batch_norm_gradcheck(device, training):
+@pytest.mark.parametrize("spatial", [(2, 2), ()], ids=["2d", "1d"])
+def test_pointwise_batch_norm_gradcheck(device, training, spatial):
     K, J, B, C = 2, 3, 4, 3
     mean, var = (
         tensor(K, C, dtype=f64, device=device),
@@ -62,7 +63,7 @@ def test_pointwise_batch_norm_gradcheck(device, training):
         return ops.pointwise_batch_norm(x, mean, var, w, b, c, training, 0.1, 1e-5)
 
     args = (
-        _leaf(K, B, C, 2, 2, device=device),
+        _leaf(K, B, C, *spatial, device=device),
         _leaf(J, C, device=device),
         _leaf(J, C, device=device),
         _leaf(K, J, device=device),

@@ -201,3 +201,21 @@ def test_synthesize_and_combine(device):
             parts.double() + bias.double().permute(1, 0, 2)[None, ..., None],
         )
         assert_matches(got, want, dtype)
+
+
+@pytest.mark.parametrize("device", devices)
+def test_pointwise_batch_norm_channels_last_per_point(device):
+    # subspace_conv2d hands BN a [K, B, C, H, W] laid out [K, B, H, W, C] on the CPU.
+    K, J, B, C = 3, 2, 4, 5
+    x = tensor(K * B, C, 6, 6, dtype=torch.float64, device=device)
+    x = x.to(memory_format=torch.channels_last).view(K, B, C, 6, 6)
+    assert x.permute(0, 1, 3, 4, 2).is_contiguous()
+    weight, bias = (tensor(J, C, dtype=torch.float64, device=device) for _ in range(2))
+    coords = tensor(K, J, dtype=torch.float64, device=device)
+    stats = [torch.zeros(K, C, dtype=torch.float64, device=device) for _ in range(2)]
+    ref_stats = [s.clone() for s in stats]
+    out = ops.pointwise_batch_norm(x, *stats, weight, bias, coords, True)
+    ref = reference.pointwise_batch_norm(x, *ref_stats, weight, bias, coords, True, 0.1, 1e-5)
+    assert_matches(out, ref, torch.float64)
+    for got, want in zip(stats, ref_stats, strict=True):
+        assert_matches(got, want, torch.float64)

@@ -75,7 +75,31 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pointwise_batch_norm_cpu(
     opmath_t* mp = mean.data_ptr<opmath_t>();
     opmath_t* ip = invstd.data_ptr<opmath_t>();
     const int64_t CS = L.C * L.S;
-    if (training) {
+    if (training && L.S == 1) {
+      // [K, N, C] rows (BatchNorm1d, or 2D activations in channels-last): reduce row by row
+      // so every read is contiguous, instead of one strided column per channel.
+      at::parallel_for(0, L.K, 1, [&](int64_t begin, int64_t end) {
+        std::vector<opmath_t> sum(L.C), sq(L.C);
+        const opmath_t n = static_cast<opmath_t>(L.B);
+        for (int64_t k = begin; k < end; ++k) {
+          const scalar_t* base = xp + k * L.B * L.C;
+          std::fill(sum.begin(), sum.end(), opmath_t(0));
+          std::fill(sq.begin(), sq.end(), opmath_t(0));
+          for (int64_t b = 0; b < L.B; ++b)
+            for (int64_t c = 0; c < L.C; ++c) sum[c] += static_cast<opmath_t>(base[b * L.C + c]);
+          for (int64_t c = 0; c < L.C; ++c) sum[c] /= n;
+          for (int64_t b = 0; b < L.B; ++b)
+            for (int64_t c = 0; c < L.C; ++c) {
+              const opmath_t d = static_cast<opmath_t>(base[b * L.C + c]) - sum[c];
+              sq[c] += d * d;
+            }
+          for (int64_t c = 0; c < L.C; ++c) {
+            mp[k * L.C + c] = sum[c];
+            ip[k * L.C + c] = opmath_t(1) / std::sqrt(sq[c] / n + static_cast<opmath_t>(eps));
+          }
+        }
+      });
+    } else if (training) {
       at::parallel_for(0, L.K * L.C, 1, [&](int64_t begin, int64_t end) {
         for (int64_t kc = begin; kc < end; ++kc) {
           const int64_t k = kc / L.C, c = kc % L.C;
@@ -143,21 +167,41 @@ Grads pointwise_batch_norm_backward_cpu(const at::Tensor& grad_out_in, const at:
     opmath_t* sdy = sum_dy.data_ptr<opmath_t>();
     opmath_t* sdyx = sum_dy_xhat.data_ptr<opmath_t>();
     const int64_t CS = L.C * L.S;
-    at::parallel_for(0, L.K * L.C, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t kc = begin; kc < end; ++kc) {
-        const int64_t k = kc / L.C, c = kc % L.C;
-        const int64_t offset = k * L.B * CS + c * L.S;
-        opmath_t a = 0, bsum = 0;
-        for (int64_t b = 0; b < L.B; ++b)
-          for (int64_t s = 0; s < L.S; ++s) {
-            const opmath_t g = static_cast<opmath_t>(gp[offset + b * CS + s]);
-            a += g;
-            bsum += g * (static_cast<opmath_t>(xp[offset + b * CS + s]) - mp[kc]);
+    if (L.S == 1) {  // contiguous rows, as in the forward
+      at::parallel_for(0, L.K, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t k = begin; k < end; ++k) {
+          opmath_t* a = sdy + k * L.C;
+          opmath_t* bsum = sdyx + k * L.C;
+          std::fill(a, a + L.C, opmath_t(0));
+          std::fill(bsum, bsum + L.C, opmath_t(0));
+          for (int64_t b = 0; b < L.B; ++b) {
+            const int64_t row = (k * L.B + b) * L.C;
+            for (int64_t c = 0; c < L.C; ++c) {
+              const opmath_t g = static_cast<opmath_t>(gp[row + c]);
+              a[c] += g;
+              bsum[c] += g * (static_cast<opmath_t>(xp[row + c]) - mp[k * L.C + c]);
+            }
           }
-        sdy[kc] = a;
-        sdyx[kc] = bsum * ip[kc];
-      }
-    });
+          for (int64_t c = 0; c < L.C; ++c) bsum[c] *= ip[k * L.C + c];
+        }
+      });
+    } else {
+      at::parallel_for(0, L.K * L.C, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t kc = begin; kc < end; ++kc) {
+          const int64_t k = kc / L.C, c = kc % L.C;
+          const int64_t offset = k * L.B * CS + c * L.S;
+          opmath_t a = 0, bsum = 0;
+          for (int64_t b = 0; b < L.B; ++b)
+            for (int64_t s = 0; s < L.S; ++s) {
+              const opmath_t g = static_cast<opmath_t>(gp[offset + b * CS + s]);
+              a += g;
+              bsum += g * (static_cast<opmath_t>(xp[offset + b * CS + s]) - mp[kc]);
+            }
+          sdy[kc] = a;
+          sdyx[kc] = bsum * ip[kc];
+        }
+      });
+    }
     if (output_mask[0]) {
       const opmath_t* gam = gamma.data_ptr<opmath_t>();
       scalar_t* dxp = dx.data_ptr<scalar_t>();
