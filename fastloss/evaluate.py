@@ -92,6 +92,42 @@ def point_metrics(
     return loss / n, correct.double() * (100.0 / n)
 
 
+@torch.no_grad()
+def activation_bytes_per_point(batched: BatchedModel, coords: Tensor, x: Tensor) -> int:
+    """Peak activation bytes for one point and one sample, from a probe pass (K=1, B=2):
+    without autograd only a few layer outputs are alive at once, so the peak is taken as
+    four times the largest one (input, output, a residual branch, a transient)."""
+    largest = 0
+
+    def record(_module, _inputs, output):
+        nonlocal largest
+        if isinstance(output, Tensor):
+            largest = max(largest, output.numel() * output.element_size())
+
+    leaves = [m for m in batched.net.modules() if not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(record) for m in leaves]
+    try:
+        batched.set_bn_statistics(1, "recompute", coords.device)
+        batched(x[:2], coords[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return max(1, 4 * largest // min(2, x.shape[0]))
+
+
+def chunk_points(batched: BatchedModel, coords: Tensor, x: Tensor, batch_size: int) -> int:
+    """Points per chunk from a memory budget: on the GPU half the free memory (large chunks
+    pay); on the CPU at most `CPU_POINTS_PER_CHUNK`, since cache-sized tiles of points ×
+    samples beat large batches there (DESIGN.md §8)."""
+    per_point = batch_size * activation_bytes_per_point(batched, coords, x)
+    if coords.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(coords.device)
+        budget, cap = free // 2, 1024
+    else:
+        budget, cap = 2 << 30, CPU_POINTS_PER_CHUNK
+    return int(max(1, min(cap, budget // per_point, coords.shape[0])))
+
+
 def _grid_points(
     subspace: Subspace, grid: Grid | Tensor
 ) -> tuple[Tensor, np.ndarray, np.ndarray | None, Tensor]:
@@ -191,7 +227,6 @@ def evaluate(
     if uses_bn and bn == "recompute" and "train" not in splits:
         raise ValueError("bn='recompute' needs train data to compute BatchNorm statistics")
     batch_size = batch_size or (CPU_BATCH_SIZE if device.type == "cpu" else GPU_BATCH_SIZE)
-    chunk = points_per_chunk or (CPU_POINTS_PER_CHUNK if device.type == "cpu" else 64)
 
     coords, xs, ys, _ = _grid_points(subspace, grid)
     value_names = [f"{split}_{m}" for split in splits for m in metrics]
@@ -238,6 +273,9 @@ def evaluate(
     batched.eval()
     data = {s: (x.to(device, work_dtype), y.to(device)) for s, (x, y) in splits.items()}
     coords_dev = coords.to(device, coord_dtype)
+    probe = next(iter(data.values()))[0]
+    chunk = points_per_chunk or chunk_points(batched, coords_dev, probe, batch_size)
+    result.update_attrs(points_per_chunk=chunk, batch_size=batch_size)
 
     pending = result.pending()
     bar = _progress(len(coords), len(coords) - len(pending), progress)

@@ -9,6 +9,7 @@ from torch.func import functional_call
 
 import fastloss.batched as batched_module
 from fastloss.batched import batch
+from fastloss.models import build_model
 from fastloss.subspace import Line, Plane, Subspace
 
 
@@ -106,6 +107,34 @@ def test_batched_matches_functional_call(name, train):
     # The plane passes through the networks: (0, 0) is w1 and (1, 0) is w2.
     if name == "mlp":
         torch.testing.assert_close(out[1], models[1](x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name,shape",
+    [
+        ("mlp", (40,)),
+        ("lenet5", (1, 28, 28)),
+        ("mpo-cnn", (1, 28, 28)),
+        ("mpo-cnn-bn", (1, 28, 28)),
+        ("resnet20", (3, 32, 32)),
+        ("resnet20-noskip", (3, 32, 32)),
+    ],
+)
+def test_papers_models_match_functional_call(name, shape):
+    nets = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        net = build_model(name, shape, 10).train()
+        with torch.no_grad():
+            net(torch.randn(8, *shape))  # non-trivial BN running statistics
+        nets.append(net.eval())
+    plane = Plane.through(*nets)
+    coords = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.7, -0.3], [1.0, 0.2, 1.1]])
+    x = torch.randn(4, *shape)
+    batched = batch(nets[0], plane).eval()
+    batched.set_bn_statistics(len(coords), "fixed")
+    ref = _reference(nets[0], plane, coords, x, train=False)
+    torch.testing.assert_close(batched(x, coords), ref, rtol=1e-4, atol=1e-5)
 
 
 def test_custom_module_warns_once(monkeypatch):
