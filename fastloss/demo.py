@@ -11,6 +11,7 @@ import torch
 
 from fastloss import checkpoints, data, models, plot
 from fastloss.evaluate import evaluate
+from fastloss.io import Surface
 from fastloss.subspace import Grid, Plane
 from fastloss.train import train
 
@@ -65,6 +66,7 @@ def run_demo(
     a, b = plane.info["markers"]["w3"]
     grid = Grid(x=(min(0.0, a) - 0.5, max(1.0, a) + 0.5, resolution), y=(-0.5, b + 0.5, resolution))
     surface_path = os.path.join(out_dir, "surface.h5")
+    finished_before = os.path.exists(surface_path) and Surface.load(surface_path).is_complete
     t0 = time.perf_counter()
     surface = evaluate(
         nets[0],
@@ -79,10 +81,9 @@ def run_demo(
     seconds = time.perf_counter() - t0
     figures = plot.save_figures(surface, out_dir)
     points = resolution * resolution
-    print(
-        f"surface: {surface_path} ({points} points × {len(train_data[1]) + len(test_data[1])} "
-        f"samples in {seconds:.1f} s, {points / seconds:.0f} points/s)"
-    )
+    samples = len(train_data[1]) + len(test_data[1])
+    how = "reused" if finished_before else f"in {seconds:.1f} s, {points / seconds:.0f} points/s"
+    print(f"surface: {surface_path} ({points} points × {samples} samples, {how})")
     for name in ("train_loss", "test_acc"):
         values = surface.values[name]
         print(f"  {name}: min {values.min():.4g}, max {values.max():.4g}")
