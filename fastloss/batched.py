@@ -124,6 +124,7 @@ class PointwiseBatchNorm(_Twin):
         self.running_mean: Tensor | None = None
         self.running_var: Tensor | None = None
         self.num_batches_tracked: Tensor | None = None
+        self.cumulative = False
         self.training = bn.training
 
     def set_statistics(self, mean: Tensor | None, var: Tensor | None, cumulative: bool) -> None:
@@ -147,7 +148,7 @@ class PointwiseBatchNorm(_Twin):
                 f"{self.running_mean.shape[0]} points but the pass has {ctx.K}; "
                 "set them with BatchedModel.set_bn_statistics"
             )
-        momentum = None if getattr(self, "cumulative", False) else self.momentum
+        momentum = None if self.cumulative else self.momentum
         y = ops.pointwise_batch_norm(
             points,
             self.running_mean if track else None,
@@ -289,9 +290,7 @@ class BatchedModel(nn.Module):
             return SubspaceLinear(self.ctx, name, direct)
         if type(module) in (nn.Conv1d, nn.Conv2d):
             return SubspaceConv(self.ctx, name, direct, module)
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
-            module, nn.SyncBatchNorm
-        ):
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):  # SyncBatchNorm refused above
             return PointwiseBatchNorm(self.ctx, name, direct, module)
         if type(module) in (nn.LayerNorm, nn.GroupNorm):
             return PointwiseAffineNorm(self.ctx, name, direct, module)

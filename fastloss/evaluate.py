@@ -10,7 +10,6 @@ go to the HDF5 file at once, so an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -22,6 +21,7 @@ from torch import Tensor, nn
 import fastloss
 from fastloss import ops
 from fastloss.batched import BatchedModel, batch
+from fastloss.data import data_hash
 from fastloss.subspace import Grid, Subspace, affine_coords
 
 Data = tuple[Tensor, Tensor]
@@ -48,12 +48,6 @@ def as_tensors(data, name: str) -> Data:
     if x.shape[0] == 0:
         raise ValueError(f"{name} is empty")
     return x, y.long()
-
-
-def data_fingerprint(x: Tensor, y: Tensor) -> str:
-    digest = hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(y.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def _has_batch_norm(model: nn.Module) -> bool:
@@ -153,7 +147,7 @@ def _grid_points(
 class _MemoryResult:
     """The in-memory twin of io.SurfaceWriter, for runs without an output file."""
 
-    def __init__(self, x, y, metrics, attrs, markers):
+    def __init__(self, x, y, metrics, settings, attrs, markers):
         from fastloss.io import Surface
 
         shape = (len(x),) if y is None else (len(y), len(x))
@@ -164,6 +158,7 @@ class _MemoryResult:
             done=np.zeros(shape, dtype=bool),
             attrs=dict(attrs),
             markers=dict(markers),
+            settings=dict(settings),
         )
 
     def surface(self):
@@ -240,9 +235,7 @@ def evaluate(
         "subspace": subspace.kind,
         "J": subspace.J,
         "basis_norms": [round(n, 6) for n in subspace.norms()],
-        "data": {
-            s: {"n": int(d[0].shape[0]), "hash": data_fingerprint(*d)} for s, d in splits.items()
-        },
+        "data": {s: {"n": int(d[0].shape[0]), "hash": data_hash(*d)} for s, d in splits.items()},
         "model": type(model).__name__,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
@@ -252,7 +245,6 @@ def evaluate(
         "torch_version": str(torch.__version__),
         "device": str(device),
         "model_repr": repr(model),
-        "settings": json.dumps(settings),
     }
     markers: dict[str, tuple[float, float]] = dict(subspace.info.get("markers", {}))  # type: ignore[call-overload]
     result: SurfaceWriter | _MemoryResult
@@ -265,7 +257,7 @@ def evaluate(
             out, xs, ys, value_names, settings, attrs, markers, overwrite=overwrite
         )
     else:
-        result = _MemoryResult(xs, ys, value_names, attrs, markers)
+        result = _MemoryResult(xs, ys, value_names, settings, attrs, markers)
 
     work_dtype = dtype or torch.float32
     coord_dtype = torch.float64 if work_dtype == torch.float64 else torch.float32
@@ -273,11 +265,11 @@ def evaluate(
     batched.eval()
     data = {s: (x.to(device, work_dtype), y.to(device)) for s, (x, y) in splits.items()}
     coords_dev = coords.to(device, coord_dtype)
-    probe = next(iter(data.values()))[0]
-    chunk = points_per_chunk or chunk_points(batched, coords_dev, probe, batch_size)
-    result.update_attrs(points_per_chunk=chunk, batch_size=batch_size)
-
     pending = result.pending()
+    if len(pending):
+        probe = next(iter(data.values()))[0]
+        chunk = points_per_chunk or chunk_points(batched, coords_dev, probe, batch_size)
+        result.update_attrs(points_per_chunk=chunk, batch_size=batch_size)
     bar = _progress(len(coords), len(coords) - len(pending), progress)
     start = time.perf_counter()
     try:
