@@ -295,6 +295,7 @@ at::Tensor subspace_conv_generic(const at::Tensor& x, const at::Tensor& weight,
                                      : x.select(0, k);
       const auto y = conv(x_k, wk.select(0, i),
                           bias_k.defined() ? std::optional<at::Tensor>(bias_k.select(0, k)) : std::nullopt, a);
+      if (K == 1) return y.unsqueeze(0);  // no copy: y already has the output's layout
       if (!out.defined()) {
         auto shape = y.sizes().vec();
         if (channels_last) {

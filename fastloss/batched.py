@@ -9,6 +9,7 @@ parametrised layer the input is the same for every point, so the first layer rec
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 
@@ -20,12 +21,41 @@ from fastloss import ops
 from fastloss.subspace import Subspace
 
 
+class SharedProducts:
+    """The J products of shared-input layers (``x·W_jᵀ + b_j``), kept across passes.
+
+    An evaluation runs the same input batches once per chunk of points; with this cache the
+    first layer's products are computed once per batch instead of once per chunk, so that
+    layer costs O(J) for the whole grid. An entry holds its input tensor, so no other tensor
+    can take its memory (and so its key) while the entry lives; the key includes the
+    version counter, so an input modified in place is a miss.
+    """
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget = budget_bytes
+        self.used = 0
+        self.entries: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+    def get(self, name: str, x: Tensor, compute) -> Tensor:
+        key = (name, x.device, x.dtype, x.data_ptr(), tuple(x.shape), x.stride(), x._version)
+        entry = self.entries.get(key)
+        if entry is not None:
+            return entry[1]
+        parts = compute(x)
+        size = parts.numel() * parts.element_size()
+        if self.used + size <= self.budget:
+            self.entries[key] = (x, parts)
+            self.used += size
+        return parts
+
+
 class PointContext:
     """The coordinates of the current pass, shared by every twin of one batched model."""
 
     def __init__(self) -> None:
         self.coords: Tensor | None = None
         self.B = 0
+        self.products: SharedProducts | None = None  # set by BatchedModel.caching_products
 
     @property
     def K(self) -> int:
@@ -73,12 +103,24 @@ class SubspaceLinear(_Twin):
     def forward(self, x: Tensor) -> Tensor:
         ctx, out = self.ctx, self.weight.shape[1]
         if ctx.is_shared(x, self.qualified_name):
-            y = ops.subspace_linear(x.reshape(-1, x.shape[-1]), self.weight, self.bias, ctx.coords)
+            x2 = x.reshape(-1, x.shape[-1])
+            if ctx.products is not None and not torch.is_grad_enabled():
+                parts = ctx.products.get(self.qualified_name, x2, self.products)
+                y = ops.synthesize(parts, ctx.coords)
+            else:
+                y = ops.subspace_linear(x2, self.weight, self.bias, ctx.coords)
             return y.reshape(ctx.K * x.shape[0], *x.shape[1:-1], out)
         y = ops.subspace_linear(
             x.reshape(ctx.K, -1, x.shape[-1]), self.weight, self.bias, ctx.coords
         )
         return y.reshape(*x.shape[:-1], out)
+
+    def products(self, x: Tensor) -> Tensor:
+        """``[B, I] -> [J, B, O]``: ``x·W_jᵀ + b_j`` for every basis point j."""
+        J, O, I = self.weight.shape
+        bias = None if self.bias is None else self.bias.reshape(J * O)
+        parts = F.linear(x, self.weight.reshape(J * O, I), bias)
+        return parts.view(x.shape[0], J, O).transpose(0, 1).contiguous()
 
 
 class SubspaceConv(_Twin):
@@ -244,6 +286,25 @@ def _refuse_reason(module: nn.Module) -> str | None:
     return None
 
 
+def _relu_in_place(module: nn.Module) -> None:
+    """In a plain ``nn.Sequential`` each module's output feeds only the next one, so a ReLU
+    right after a twin (whose output is always a fresh tensor, and whose backward does not
+    need it) can work in place: one K-fold activation less to allocate and write, which is
+    most of a ReLU's cost on the CPU (DESIGN.md §8)."""
+    if not isinstance(module, nn.Sequential) or type(module).forward is not nn.Sequential.forward:
+        return
+    children = list(module._modules.items())  # with repeats: a module may appear twice
+    for (_, prev), (name, cur) in zip(children, children[1:], strict=False):
+        if (
+            isinstance(
+                prev, (SubspaceLinear, SubspaceConv, PointwiseBatchNorm, PointwiseAffineNorm)
+            )
+            and type(cur) is nn.ReLU
+            and not (prev._forward_hooks or cur._forward_hooks or cur._forward_pre_hooks)
+        ):
+            setattr(module, name, nn.ReLU(inplace=True))  # a new one: cur may be shared
+
+
 class BatchedModel(nn.Module):
     """``forward(x [B, ...], coords [K, J]) -> [K, B, ...]``: the model at K points."""
 
@@ -305,7 +366,18 @@ class BatchedModel(nn.Module):
         for child_name, child in list(module.named_children()):
             full = f"{name}.{child_name}" if name else child_name
             setattr(module, child_name, self._swap(child, full))
+        _relu_in_place(module)
         return module
+
+    @contextlib.contextmanager
+    def caching_products(self, budget_bytes: int = 256 << 20):
+        """Within this block, keep the products of shared-input layers across calls without
+        autograd (see `SharedProducts`): for passes over the same batches at many points."""
+        self.ctx.products = SharedProducts(budget_bytes)
+        try:
+            yield
+        finally:
+            self.ctx.products = None
 
     def batch_norms(self) -> list[PointwiseBatchNorm]:
         return [m for m in self.net.modules() if isinstance(m, PointwiseBatchNorm)]

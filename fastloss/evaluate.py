@@ -26,7 +26,9 @@ from fastloss.subspace import Grid, Subspace, affine_coords
 
 Data = tuple[Tensor, Tensor]
 # On the CPU, cache-sized tiles of points × samples beat large batches (DESIGN.md §8).
-CPU_POINTS_PER_CHUNK = 8
+CPU_TILE_BYTES = 8 << 20
+CPU_MAX_POINTS = 32
+CPU_MAX_BATCH = 2048
 CPU_BATCH_SIZE = 512
 GPU_BATCH_SIZE = 4096
 
@@ -87,39 +89,54 @@ def point_metrics(
 
 
 @torch.no_grad()
-def activation_bytes_per_point(batched: BatchedModel, coords: Tensor, x: Tensor) -> int:
-    """Peak activation bytes for one point and one sample, from a probe pass (K=1, B=2):
-    without autograd only a few layer outputs are alive at once, so the peak is taken as
-    four times the largest one (input, output, a residual branch, a transient)."""
+def largest_activation_bytes(batched: BatchedModel, coords: Tensor, x: Tensor) -> int:
+    """Bytes per point and sample of the largest per-point layer output, from a probe pass
+    at two points and two samples. Outputs shared by all points (``[B, ...]``, before the
+    first parametrised layer) do not grow with the points and are left out."""
     largest = 0
+    K = B = 2
 
     def record(_module, _inputs, output):
         nonlocal largest
-        if isinstance(output, Tensor):
-            largest = max(largest, output.numel() * output.element_size())
+        if isinstance(output, Tensor) and output.dim() > 0 and output.shape[0] == K * B:
+            largest = max(largest, output[0].numel() * output.element_size())
 
     leaves = [m for m in batched.net.modules() if not any(True for _ in m.children())]
     handles = [m.register_forward_hook(record) for m in leaves]
+    probe = x[:B] if x.shape[0] >= B else x[:1].expand(B, *x.shape[1:])
     try:
-        batched.set_bn_statistics(1, "recompute", coords.device)
-        batched(x[:2], coords[:1])
+        batched.set_bn_statistics(K, "recompute", coords.device)
+        batched(probe, coords[:1].expand(K, -1))
     finally:
         for h in handles:
             h.remove()
-    return max(1, 4 * largest // min(2, x.shape[0]))
+    return max(1, largest)
 
 
-def chunk_points(batched: BatchedModel, coords: Tensor, x: Tensor, batch_size: int) -> int:
-    """Points per chunk from a memory budget: on the GPU half the free memory (large chunks
-    pay); on the CPU at most `CPU_POINTS_PER_CHUNK`, since cache-sized tiles of points ×
-    samples beat large batches there (DESIGN.md §8)."""
-    per_point = batch_size * activation_bytes_per_point(batched, coords, x)
+def plan_tiles(
+    batched: BatchedModel, coords: Tensor, x: Tensor, batch_size: int, points: int | None = None
+) -> tuple[int, int]:
+    """(points per chunk, samples per evaluation batch).
+
+    On the GPU large chunks pay: as many points as half the free memory holds (without
+    autograd a few layer outputs are alive at once; four is the allowance), in batches of
+    ``batch_size``. On the CPU a tile of points × samples is sized so that its largest
+    layer output stays within `CPU_TILE_BYTES` (DESIGN.md §8): larger tiles fall out of
+    cache and pay page faults for fresh memory, which cost more than the work on conv nets.
+    Within the tile, samples come first (fewer, larger calls), then points.
+    The BN-recompute pass always uses ``batch_size`` samples, since its statistics depend
+    on it; evaluation results do not depend on the tile.
+    """
+    largest = largest_activation_bytes(batched, coords, x)
+    K, N = coords.shape[0], x.shape[0]
     if coords.device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(coords.device)
-        budget, cap = free // 2, 1024
-    else:
-        budget, cap = 2 << 30, CPU_POINTS_PER_CHUNK
-    return int(max(1, min(cap, budget // per_point, coords.shape[0])))
+        fit = free // 2 // (4 * largest * batch_size)
+        return int(points or max(1, min(1024, fit, K))), batch_size
+    tile = max(1, CPU_TILE_BYTES // largest)
+    eval_batch = max(1, min(N, CPU_MAX_BATCH, tile))
+    fit = tile // eval_batch
+    return int(points or max(1, min(CPU_MAX_POINTS, fit, K))), eval_batch
 
 
 def _grid_points(
@@ -268,26 +285,29 @@ def evaluate(
     pending = result.pending()
     if len(pending):
         probe = next(iter(data.values()))[0]
-        chunk = points_per_chunk or chunk_points(batched, coords_dev, probe, batch_size)
-        result.update_attrs(points_per_chunk=chunk, batch_size=batch_size)
+        chunk, eval_batch = plan_tiles(batched, coords_dev, probe, batch_size, points_per_chunk)
+        result.update_attrs(points_per_chunk=chunk, eval_batch_size=eval_batch)
     bar = _progress(len(coords), len(coords) - len(pending), progress)
     start = time.perf_counter()
     try:
-        i = 0
-        while i < len(pending):
-            idx = pending[i : i + chunk]
-            c = coords_dev[torch.as_tensor(idx, device=device)]
-            try:
-                values = _evaluate_chunk(batched, c, data, metrics, uses_bn, bn, batch_size)
-            except torch.cuda.OutOfMemoryError:
-                if chunk == 1:
-                    raise
-                chunk = max(1, chunk // 2)  # retry the same points in smaller chunks
-                torch.cuda.empty_cache()
-                continue
-            result.write(idx, values)
-            i += len(idx)
-            bar.update(len(idx))
+        with batched.caching_products():  # first-layer products shared by chunks
+            i = 0
+            while i < len(pending):
+                idx = pending[i : i + chunk]
+                c = coords_dev[torch.as_tensor(idx, device=device)]
+                try:
+                    values = _evaluate_chunk(
+                        batched, c, data, metrics, uses_bn, bn, batch_size, eval_batch
+                    )
+                except torch.cuda.OutOfMemoryError:
+                    if chunk == 1:
+                        raise
+                    chunk = max(1, chunk // 2)  # retry the same points in smaller chunks
+                    torch.cuda.empty_cache()
+                    continue
+                result.write(idx, values)
+                i += len(idx)
+                bar.update(len(idx))
         seconds = time.perf_counter() - start
         result.update_attrs(
             seconds=round(seconds, 3), points_per_second=round(len(pending) / max(seconds, 1e-9), 2)
@@ -299,7 +319,7 @@ def evaluate(
 
 
 def _evaluate_chunk(
-    batched, coords, data, metrics, uses_bn, bn, batch_size
+    batched, coords, data, metrics, uses_bn, bn, batch_size, eval_batch
 ) -> dict[str, np.ndarray]:
     if uses_bn:
         if bn == "recompute":
@@ -308,7 +328,7 @@ def _evaluate_chunk(
             batched.set_bn_statistics(coords.shape[0], "fixed", coords.device)
     values = {}
     for split, d in data.items():
-        loss, acc = point_metrics(batched, coords, d, batch_size)
+        loss, acc = point_metrics(batched, coords, d, eval_batch)
         if "loss" in metrics:
             values[f"{split}_loss"] = loss.cpu().numpy()
         if "acc" in metrics:

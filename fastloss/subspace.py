@@ -8,6 +8,7 @@ network given); `Subspace.reference_buffers` holds the latter.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -85,13 +86,11 @@ class Subspace:
         def move(t: Tensor) -> Tensor:
             return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
 
-        return Subspace(
-            {n: move(b) for n, b in self.basis.items()},
-            self.names,
-            self.kind,
-            {n: move(b) for n, b in self.reference_buffers.items()},
-            dict(self.info),
-        )
+        out = copy.copy(self)  # keeps the class (Plane, Line, curves)
+        out.basis = {n: move(b) for n, b in self.basis.items()}
+        out.reference_buffers = {n: move(b) for n, b in self.reference_buffers.items()}
+        out.info = dict(self.info)
+        return out
 
     def point(self, coords: Sequence[float] | Tensor) -> dict[str, Tensor]:
         """The parameters at one point, materialised (for the serial loop and tests)."""

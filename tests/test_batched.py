@@ -174,3 +174,49 @@ def test_user_model_is_not_modified():
     batched(torch.randn(4, 1, 8, 8), torch.tensor([[1.0, 0.2, 0.3], [1.0, 0.5, 0.5]]))
     for k, v in models[0].state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_relu_after_a_layer_works_in_place_only_in_plain_sequentials():
+    class Chain(nn.Sequential):  # a Sequential with its own forward: left alone
+        def forward(self, x):
+            y = self[0](x)
+            return self[1](y) + y
+
+    shared = nn.ReLU()
+    models = [
+        nn.Sequential(
+            nn.Linear(4, 3), shared, nn.Linear(3, 3), shared, Chain(nn.Linear(3, 2), nn.ReLU())
+        )
+        for _ in range(3)
+    ]
+    plane = Plane.through(*models)
+    batched = batch(models[0], plane)
+    net = batched.net
+    assert net[1].inplace and net[3].inplace and net[1] is not shared
+    assert not net[4][1].inplace
+    assert not shared.inplace  # the user's modules keep their settings
+    coords = torch.tensor([[1.0, 0.0, 0.0], [1.0, -0.5, 0.8]])
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(batched(x, coords), _reference(models[0], plane, coords, x, False))
+
+
+def test_shared_products_are_reused_only_for_the_same_unchanged_input():
+    models = [nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3)) for _ in range(3)]
+    plane = Plane.through(*models)
+    batched = batch(models[0], plane)
+    coords = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.3, -0.2]])
+    data = torch.randn(8, 6)
+    with torch.no_grad(), batched.caching_products():
+        first = batched(data[:4], coords)
+        again = batched(data[:4], coords[[1, 0]])  # a hit: other points, same products
+        cache = batched.ctx.products
+        assert cache is not None and len(cache.entries) == 1
+        other = batched(data[4:], coords)  # another batch: a miss
+        data.mul_(2.0)  # modified in place: a miss
+        doubled = batched(data[:4], coords)
+    assert batched.ctx.products is None
+    with torch.no_grad():
+        torch.testing.assert_close(first, batched(data[:4] / 2, coords))
+        torch.testing.assert_close(again, first[[1, 0]])
+        torch.testing.assert_close(other, batched(data[4:] / 2, coords))
+        torch.testing.assert_close(doubled, batched(data[:4], coords))

@@ -185,3 +185,19 @@ def test_kill_and_resume_gives_the_same_arrays(tmp_path):
     for name in a.values:
         np.testing.assert_array_equal(a.values[name], b.values[name])
     assert os.path.getsize(resumed) > 0
+
+
+def test_cpu_tiles_fit_the_cache_budget():
+    from fastloss.batched import batch
+    from fastloss.evaluate import CPU_TILE_BYTES, largest_activation_bytes, plan_tiles
+
+    nets = networks("mlp", (40,), {"widths": (64, 32)})
+    plane = Plane.through(*nets)
+    batched = batch(nets[0], plane)
+    coords = affine_coords(Grid(x=(-1, 1, 9), y=(-1, 1, 9)).coords()).float()
+    x = torch.randn(5000, 40)
+    # The per-point outputs are [K·B, 64] at most; the shared input [B, 40] is left out.
+    assert largest_activation_bytes(batched, coords, x) == 64 * 4
+    points, samples = plan_tiles(batched, coords, x, batch_size=512)
+    assert points * samples * 64 * 4 <= CPU_TILE_BYTES
+    assert points >= 2 and samples >= 512

@@ -219,3 +219,38 @@ def test_pointwise_batch_norm_channels_last_per_point(device):
     assert_matches(out, ref, torch.float64)
     for got, want in zip(stats, ref_stats, strict=True):
         assert_matches(got, want, torch.float64)
+
+
+@pytest.mark.parametrize("device", devices)
+def test_pointwise_batch_norm_statistics_with_a_large_mean(device):
+    # One pass over rows (channels-last, many rows): sums are taken relative to a pivot, so
+    # a mean far above the spread keeps the variance accurate in float32.
+    K, J, B, C = 2, 2, 700, 3
+    x = (1000.0 + 0.01 * torch.randn(K, B, C, 1, 1)).to(device)
+    coords = torch.tensor([[1.0, 0.0], [0.5, 0.5]], device=device)
+    weight = torch.ones(J, C, device=device)
+    bias = torch.zeros(J, C, device=device)
+    stats = [torch.zeros(K, C, device=device), torch.ones(K, C, device=device)]
+    y = ops.pointwise_batch_norm(
+        x,
+        *stats,
+        weight,
+        bias,
+        coords,
+        True,
+        None,
+        0.0,
+        torch.zeros((), dtype=torch.long, device=device),
+    )
+    x64 = x.double().squeeze(-1).squeeze(-1)
+    want_var = x64.var(1)  # the running variance is unbiased
+    torch.testing.assert_close(stats[1].double(), want_var, rtol=2e-3, atol=0)
+    torch.testing.assert_close(stats[0].double(), x64.mean(1), rtol=1e-6, atol=0)
+    # Normalised output: zero mean per channel, to the float32 resolution of x (6e-5 at
+    # 1000, 0.6% of its spread).
+    torch.testing.assert_close(
+        y.double().mean((1, 3, 4)),
+        torch.zeros(K, C, dtype=torch.float64, device=device),
+        rtol=0,
+        atol=1e-2,
+    )

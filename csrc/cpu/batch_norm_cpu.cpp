@@ -9,7 +9,9 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "batch_norm_cpu.h"
 
@@ -76,29 +78,57 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pointwise_batch_norm_cpu(
     opmath_t* ip = invstd.data_ptr<opmath_t>();
     const int64_t CS = L.C * L.S;
     if (training && L.S == 1) {
-      // [K, N, C] rows (BatchNorm1d, or 2D activations in channels-last): reduce row by row
-      // so every read is contiguous, instead of one strided column per channel.
-      at::parallel_for(0, L.K, 1, [&](int64_t begin, int64_t end) {
-        std::vector<opmath_t> sum(L.C), sq(L.C);
-        const opmath_t n = static_cast<opmath_t>(L.B);
-        for (int64_t k = begin; k < end; ++k) {
-          const scalar_t* base = xp + k * L.B * L.C;
-          std::fill(sum.begin(), sum.end(), opmath_t(0));
-          std::fill(sq.begin(), sq.end(), opmath_t(0));
-          for (int64_t b = 0; b < L.B; ++b)
-            for (int64_t c = 0; c < L.C; ++c) sum[c] += static_cast<opmath_t>(base[b * L.C + c]);
-          for (int64_t c = 0; c < L.C; ++c) sum[c] /= n;
-          for (int64_t b = 0; b < L.B; ++b)
-            for (int64_t c = 0; c < L.C; ++c) {
-              const opmath_t d = static_cast<opmath_t>(base[b * L.C + c]) - sum[c];
-              sq[c] += d * d;
+      // [K, N, C] rows (BatchNorm1d, or 2D activations in channels-last): every read is a
+      // contiguous row, and one pass gathers sums and sums of squares of x − pivot (the
+      // first row, which keeps E[v²] − E[v]² well conditioned), in float over blocks of
+      // rows and in double across blocks. The rows are split into fixed ranges, one per
+      // task, so the result does not depend on scheduling; partial sums are reduced in order.
+      constexpr int64_t kRows = 256, kTile = 64;
+      const int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), L.B / 64));
+      const int64_t span = (L.B + tasks - 1) / tasks;
+      std::vector<double> part(2 * tasks * L.C);
+      std::vector<opmath_t> pivot(L.C);
+      for (int64_t k = 0; k < L.K; ++k) {
+        std::fill(part.begin(), part.end(), 0.0);
+        const scalar_t* base = xp + k * L.B * L.C;
+        for (int64_t c = 0; c < L.C; ++c) pivot[c] = static_cast<opmath_t>(base[c]);
+        at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+          for (int64_t t = t0; t < t1; ++t) {
+            double* sum = part.data() + 2 * t * L.C;
+            double* sq = sum + L.C;
+            const int64_t b_end = std::min(L.B, (t + 1) * span);
+            for (int64_t c0 = 0; c0 < L.C; c0 += kTile) {
+              const int64_t nc = std::min(kTile, L.C - c0);
+              const opmath_t* pv = pivot.data() + c0;
+              for (int64_t r0 = t * span; r0 < b_end; r0 += kRows) {
+                opmath_t s[kTile] = {}, q[kTile] = {};
+                for (int64_t b = r0; b < std::min(b_end, r0 + kRows); ++b) {
+                  const scalar_t* row = base + b * L.C + c0;
+                  for (int64_t c = 0; c < nc; ++c) {
+                    const opmath_t v = static_cast<opmath_t>(row[c]) - pv[c];
+                    s[c] += v;
+                    q[c] += v * v;
+                  }
+                }
+                for (int64_t c = 0; c < nc; ++c) {
+                  sum[c0 + c] += s[c];
+                  sq[c0 + c] += q[c];
+                }
+              }
             }
-          for (int64_t c = 0; c < L.C; ++c) {
-            mp[k * L.C + c] = sum[c];
-            ip[k * L.C + c] = opmath_t(1) / std::sqrt(sq[c] / n + static_cast<opmath_t>(eps));
           }
+        });
+        for (int64_t c = 0; c < L.C; ++c) {
+          double sum = 0, sq = 0;
+          for (int64_t t = 0; t < tasks; ++t) {
+            sum += part[2 * t * L.C + c];
+            sq += part[(2 * t + 1) * L.C + c];
+          }
+          const double shift = sum / L.B, var = std::max(0.0, sq / L.B - shift * shift);
+          mp[k * L.C + c] = static_cast<opmath_t>(pivot[c] + shift);
+          ip[k * L.C + c] = static_cast<opmath_t>(1.0 / std::sqrt(var + eps));
         }
-      });
+      }
     } else if (training) {
       at::parallel_for(0, L.K * L.C, 1, [&](int64_t begin, int64_t end) {
         for (int64_t kc = begin; kc < end; ++kc) {
@@ -119,20 +149,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pointwise_batch_norm_cpu(
         }
       });
     }
+    // y = x * scale + shift with scale = invstd * gamma, shift = beta - mean * scale per (k, c).
+    std::vector<opmath_t> scale(L.K * L.C), shift(L.K * L.C);
     const opmath_t* gp = gamma.data_ptr<opmath_t>();
     const opmath_t* bp = beta.data_ptr<opmath_t>();
+    for (int64_t kc = 0; kc < L.K * L.C; ++kc) {
+      scale[kc] = ip[kc] * gp[kc];
+      shift[kc] = bp[kc] - mp[kc] * scale[kc];
+    }
     scalar_t* yp = y.data_ptr<scalar_t>();
-    at::parallel_for(0, L.K * L.B, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, L.K * L.B, L.S == 1 ? 64 : 1, [&](int64_t begin, int64_t end) {
       for (int64_t kb = begin; kb < end; ++kb) {
-        const int64_t k = kb / L.B;
-        for (int64_t c = 0; c < L.C; ++c) {
-          const int64_t kc = k * L.C + c;
-          const opmath_t scale = ip[kc] * gp[kc], shift = bp[kc] - mp[kc] * scale;
-          const scalar_t* src = xp + kb * CS + c * L.S;
-          scalar_t* dst = yp + kb * CS + c * L.S;
-          for (int64_t s = 0; s < L.S; ++s)
-            dst[s] = static_cast<scalar_t>(static_cast<opmath_t>(src[s]) * scale + shift);
+        const opmath_t* sc = scale.data() + (kb / L.B) * L.C;
+        const opmath_t* sh = shift.data() + (kb / L.B) * L.C;
+        const scalar_t* src = xp + kb * CS;
+        scalar_t* dst = yp + kb * CS;
+        if (L.S == 1) {  // a contiguous row of C channels
+          for (int64_t c = 0; c < L.C; ++c)
+            dst[c] = static_cast<scalar_t>(static_cast<opmath_t>(src[c]) * sc[c] + sh[c]);
+          continue;
         }
+        for (int64_t c = 0; c < L.C; ++c)
+          for (int64_t s = 0; s < L.S; ++s)
+            dst[c * L.S + s] = static_cast<scalar_t>(static_cast<opmath_t>(src[c * L.S + s]) * sc[c] + sh[c]);
       }
     });
   });
