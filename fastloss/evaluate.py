@@ -220,7 +220,9 @@ def evaluate(
     subspace's reference network. ``out`` writes an HDF5 file after every chunk; with
     ``resume`` a rerun with the same settings continues an interrupted file, and a file made
     with other settings is refused unless ``overwrite``. ``dtype=torch.bfloat16`` evaluates in
-    bf16 with float32 accumulation and loss.
+    bf16 with float32 accumulation and loss. ``batch_size`` is the batch of the BN-recompute
+    pass (the statistics depend on it) and, on the GPU, of the evaluation passes; on the CPU
+    the evaluation passes run in cache-sized tiles (`plan_tiles`), which do not change results.
     """
     from fastloss.io import SurfaceWriter
 
