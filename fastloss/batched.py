@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +88,8 @@ class _Twin(nn.Module):
         super().__init__()
         self.ctx_ref = [ctx]  # a list, so the context is not registered as a submodule
         self.qualified_name = name
+        # buffer name -> parameter name relative to this module (VmapFallback renames them)
+        self.basis_params = {key: key for key in basis}
         for key, value in basis.items():
             self.register_buffer(key, value, persistent=False)
 
@@ -243,6 +246,7 @@ class VmapFallback(_Twin):
 
     def __init__(self, ctx, name, basis, module: nn.Module):
         super().__init__(ctx, name, {k.replace(".", "__"): v for k, v in basis.items()})
+        self.basis_params = {k.replace(".", "__"): k for k in basis}
         self.module = module
         self.param_names = list(basis)
         kind = type(module).__name__
@@ -286,11 +290,23 @@ def _refuse_reason(module: nn.Module) -> str | None:
     return None
 
 
+class ReLUAfterTwin(nn.ReLU):
+    """A ReLU in place when no gradient is recorded through it. Under autograd it works out
+    of place: a shared-input twin's op returns a view of its own workspace, which autograd
+    forbids modifying in place."""
+
+    def __init__(self) -> None:
+        super().__init__(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(x, inplace=not (torch.is_grad_enabled() and x.requires_grad))
+
+
 def _relu_in_place(module: nn.Module) -> None:
     """In a plain ``nn.Sequential`` each module's output feeds only the next one, so a ReLU
     right after a twin (whose output is always a fresh tensor, and whose backward does not
     need it) can work in place: one K-fold activation less to allocate and write, which is
-    most of a ReLU's cost on the CPU (DESIGN.md §8)."""
+    most of a ReLU's cost on the CPU (DESIGN.md §8). See `ReLUAfterTwin` for autograd."""
     if not isinstance(module, nn.Sequential) or type(module).forward is not nn.Sequential.forward:
         return
     children = list(module._modules.items())  # with repeats: a module may appear twice
@@ -302,7 +318,7 @@ def _relu_in_place(module: nn.Module) -> None:
             and type(cur) is nn.ReLU
             and not (prev._forward_hooks or cur._forward_hooks or cur._forward_pre_hooks)
         ):
-            setattr(module, name, nn.ReLU(inplace=True))  # a new one: cur may be shared
+            setattr(module, name, ReLUAfterTwin())  # a new one: cur may be shared
 
 
 class BatchedModel(nn.Module):
@@ -329,6 +345,7 @@ class BatchedModel(nn.Module):
                     "architecture?"
                 )
         self.net = self._swap(net, "")
+        self.twins = [m for m in self.net.modules() if isinstance(m, _Twin)]
 
     def _basis(self, prefix: str, module: nn.Module, recurse: bool) -> dict[str, Tensor | None]:
         out: dict[str, Tensor | None] = {}
@@ -378,6 +395,43 @@ class BatchedModel(nn.Module):
             yield
         finally:
             self.ctx.products = None
+
+    def load_basis(self, basis: Mapping[str, Tensor]) -> None:
+        """Run the next passes on ``basis`` (``{parameter: [J, *shape]}``, the shapes, dtypes
+        and devices of the current one) instead of the subspace's basis.
+
+        The tensors are installed as they are, not copied, so tensors that require grad get
+        gradients from the batched pass: fitting a curve installs
+        ``torch.cat([w1[None], bends, w2[None]])`` before each step and trains ``bends``.
+        ``self.subspace`` becomes a shallow copy holding ``basis``.
+        """
+        for twin in self.twins:
+            prefix = f"{twin.qualified_name}." if twin.qualified_name else ""
+            for key, param in twin.basis_params.items():
+                current, name = twin._buffers[key], prefix + param
+                if current is None:
+                    continue
+                new = basis.get(name)
+                if new is None:
+                    raise ValueError(f"load_basis: no basis given for parameter {name!r}")
+                if (new.shape, new.dtype, new.device) != (
+                    current.shape,
+                    current.dtype,
+                    current.device,
+                ):
+                    raise ValueError(
+                        f"load_basis: {name!r} must be {list(current.shape)} {current.dtype} "
+                        f"on {current.device}, got {list(new.shape)} {new.dtype} on {new.device}"
+                    )
+        for twin in self.twins:
+            prefix = f"{twin.qualified_name}." if twin.qualified_name else ""
+            for key, param in twin.basis_params.items():
+                if twin._buffers[key] is not None:
+                    twin._buffers[key] = basis[prefix + param]
+        self.subspace = copy.copy(self.subspace)
+        self.subspace.basis = dict(basis)
+        if self.ctx.products is not None:  # cached products belong to the old basis
+            self.ctx.products = SharedProducts(self.ctx.products.budget)
 
     def batch_norms(self) -> list[PointwiseBatchNorm]:
         return [m for m in self.net.modules() if isinstance(m, PointwiseBatchNorm)]

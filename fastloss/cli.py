@@ -1,4 +1,4 @@
-"""The `fastloss` command line: train, plane, line, plot, info and demo."""
+"""The `fastloss` command line: train, plane, line, plot, info, demo, curve and video."""
 
 from __future__ import annotations
 
@@ -314,6 +314,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default=None)
     demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(run=_demo)
+
+    from fastloss import curve_eval, fit, video
+
+    curve = commands.add_parser(
+        "curve",
+        help="mode connectivity: fit, evaluate and draw curves between two networks",
+        description="Curves of low loss between two checkpoints (Garipov et al.).",
+    )
+    curve_commands = curve.add_subparsers(dest="curve_command", required=True)
+    fit.register_cli(curve_commands)
+    curve_eval.register_cli(curve_commands)
+    video.register_cli(commands)
     return parser
 
 

@@ -1,0 +1,139 @@
+"""The output folder of a curve fit, and resuming from it.
+
+    out/curve.pt                 the latest curve (`save_curve`), replaced at every save
+    out/steps/step-0000000.pt    snapshots: step 0, every ``save_every`` steps, the last step
+    out/state.pt                 bends, optimizer and RNG states, step and history
+
+Every file is written under a temporary name and renamed into place, and ``state.pt`` is
+written last at each save, so an interruption leaves the previous consistent state: the
+rerun starts from ``state.pt`` and rewrites whatever came after it identically. A folder
+holding a fit made with other settings, or a curve without its state, is never written to
+unless the caller asks to overwrite it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastloss.curves import Curve, save_curve
+
+STATE_FORMAT = "fastloss-fit-state/1"
+_SNAPSHOT = re.compile(r"^step-\d{7}\.pt$")
+
+
+def first_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """The first setting (in ``new``'s order) whose value differs, or None."""
+    for key in [*new, *(k for k in old if k not in new)]:
+        if old.get(key) != new.get(key):
+            return key
+    return None
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    try:
+        torch.save(obj, tmp)
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class FitStore:
+    """Reads and writes one fit's output folder (see the module docstring)."""
+
+    def __init__(self, out: str | Path):
+        self.out = Path(out)
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"{self.out} is a file; the fit's output must be a folder")
+        self.curve_path = self.out / "curve.pt"
+        self.state_path = self.out / "state.pt"
+        self.steps = self.out / "steps"
+
+    def snapshot_path(self, step: int) -> Path:
+        return self.steps / f"step-{step:07d}.pt"
+
+    def snapshots(self) -> list[Path]:
+        """The step snapshots, oldest first."""
+        if not self.steps.is_dir():
+            return []
+        return sorted(p for p in self.steps.iterdir() if _SNAPSHOT.match(p.name))
+
+    def load_state(self) -> dict[str, Any] | None:
+        if not self.state_path.exists():
+            return None
+        try:
+            state = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        except Exception as e:  # unpickling errors of every kind: the file is damaged
+            raise ValueError(
+                f"{self.state_path}: not a readable fit state ({e}); pass overwrite=True "
+                "(--overwrite) to start the fit afresh"
+            ) from e
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ValueError(
+                f"{self.state_path}: not a fastloss fit state ({STATE_FORMAT}); pass "
+                "overwrite=True (--overwrite) to start afresh, or choose another folder"
+            )
+        state["settings"] = json.loads(state["settings"])
+        state["history"] = json.loads(state["history"])
+        return state
+
+    def start(
+        self, settings: Mapping[str, Any], resume: bool, overwrite: bool
+    ) -> dict[str, Any] | None:
+        """The state to continue from (None: start afresh), after checking that the folder
+        holds this fit. With ``overwrite`` an earlier fit's snapshots are removed, since
+        they would otherwise mix with this fit's."""
+        if overwrite:
+            for path in self.snapshots():
+                path.unlink()
+            return None
+        state = self.load_state()
+        if state is None:
+            if self.curve_path.exists():
+                raise FileExistsError(
+                    f"{self.curve_path} exists but {self.state_path.name} does not, so the fit "
+                    "cannot be resumed; pass overwrite=True (--overwrite) to replace it"
+                )
+            return None
+        if not resume:
+            raise FileExistsError(
+                f"{self.out} holds a fit; pass resume=True to continue it or overwrite=True "
+                "(--overwrite) to start afresh"
+            )
+        key = first_difference(state["settings"], settings)
+        if key is not None:
+            raise ValueError(
+                f"{self.out} holds a fit made with {key}={state['settings'].get(key)!r}, "
+                f"not {settings.get(key)!r}; pass overwrite=True (--overwrite) to replace it, "
+                "or choose another output folder"
+            )
+        return state
+
+    def save(
+        self,
+        curve: Curve,
+        meta: Mapping[str, Any],
+        state: Mapping[str, Any],
+        snapshot: bool,
+    ) -> None:
+        """Write the snapshot (if asked), then the latest curve, then the state."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        if snapshot:
+            self.steps.mkdir(exist_ok=True)
+            save_curve(curve, self.snapshot_path(state["step"]), meta, overwrite=True)
+        save_curve(curve, self.curve_path, meta, overwrite=True)
+        record = dict(state)
+        record["format"] = STATE_FORMAT
+        record["settings"] = json.dumps(state["settings"])
+        record["history"] = json.dumps(state["history"])
+        _atomic_torch_save(record, self.state_path)
