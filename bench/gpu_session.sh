@@ -5,7 +5,8 @@
 # bench/results/ and, when the device tool's $OUT is set, in $OUT for fetching.
 #
 #   bash bench/gpu_session.sh            # on the GPU machine
-# The GPU image lacks mnist1d: first, here, `pip download --no-deps -d .whl mnist1d`, then
+# The GPU image lacks mnist1d and imageio(-ffmpeg): first, here,
+# `pip download --no-deps -d .whl mnist1d imageio imageio-ffmpeg`, then
 # call the device tool with carry=[".whl"] (see the device tool's README).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -26,4 +27,5 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | t
 python3 -m pytest -q -x tests --deselect tests/test_cmake_build.py 2>&1 | tee "$results/gpu-tests.log" | tail -15
 python3 bench/bench_ops.py --device cuda --out bench/results/ops-gpu.json 2>&1 | tail -60
 python3 bench/bench_grid.py --device cuda --out bench/results/grid-gpu.json 2>&1 | tail -12
-cp bench/results/ops-gpu.json bench/results/grid-gpu.json "$results/" 2>/dev/null || true
+python3 bench/bench_curve.py --device cuda --out bench/results/curve-gpu.json 2>&1 | tail -8
+cp bench/results/{ops,grid,curve}-gpu.json "$results/" 2>/dev/null || true

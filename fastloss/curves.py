@@ -235,7 +235,8 @@ def curve_plane(curve: Curve, samples: int = 101) -> tuple[Plane, dict[str, Any]
                 "the curve is straight (its bend lies on the segment w1–w2), so no plane "
                 "contains it alone: fit it first, or draw it in the plane of a fitted curve"
             ) from None
-        bend_xy = torch.tensor([plane.info["markers"]["w3"]], dtype=torch.float64)
+        markers: dict[str, tuple[float, float]] = plane.info["markers"]  # type: ignore[assignment]
+        bend_xy = torch.tensor([markers["w3"]], dtype=torch.float64)
         control = torch.cat([torch.tensor([[0.0, 0.0]]), bend_xy, torch.tensor([[1.0, 0.0]])])
         xy = curve.coords(t) @ control.double()
         plane.info["markers"] = {
@@ -270,8 +271,8 @@ def curve_plane(curve: Curve, samples: int = 101) -> tuple[Plane, dict[str, Any]
     basis, offset = {}, 0
     for n, b in curve.basis.items():
         size = b[0].numel()
-        e = directions[:, offset : offset + size].reshape(2, *b.shape[1:]) * unit
-        basis[n] = torch.stack([b[0], e[0].to(b.dtype), e[1].to(b.dtype)])
+        pc = directions[:, offset : offset + size].reshape(2, *b.shape[1:]) * unit
+        basis[n] = torch.stack([b[0], pc[0].to(b.dtype), pc[1].to(b.dtype)])
         offset += size
     bend_xy = (flat[1:-1] - flat[0]) @ directions.T / unit
     markers = {"w1": (0.0, 0.0), "w2": tuple(xy[-1].tolist())}

@@ -29,9 +29,14 @@ def _network(
     torch.manual_seed(seed)
     in_shape, classes = tuple(train_data[0].shape[1:]), int(train_data[1].max()) + 1
     model = models.build_model("mlp", in_shape, classes, widths=WIDTHS)
-    kwargs = {} if epochs is None else {"epochs": epochs}
     history = train(
-        model, train_data, test_data, seed=seed, device=device or "cpu", progress=progress, **kwargs
+        model,
+        train_data,
+        test_data,
+        seed=seed,
+        device=device or "cpu",
+        progress=progress,
+        **({} if epochs is None else {"epochs": epochs}),  # type: ignore[arg-type]
     )
     meta = {
         "model": "mlp",
@@ -63,7 +68,7 @@ def run_demo(
         nets.append(model)
         print(f"  network {seed + 1}: {path} ({how})")
     plane = Plane.through(*nets)
-    a, b = plane.info["markers"]["w3"]
+    a, b = plane.info["markers"]["w3"]  # type: ignore[index]
     grid = Grid(x=(min(0.0, a) - 0.5, max(1.0, a) + 0.5, resolution), y=(-0.5, b + 0.5, resolution))
     surface_path = os.path.join(out_dir, "surface.h5")
     finished_before = os.path.exists(surface_path) and Surface.load(surface_path).is_complete

@@ -524,7 +524,12 @@ def plot_file(
     else:
         if len(names) != 1:
             raise ValueError(f"a {kind} plot shows one metric, got {names}")
-        fig = _PLOTTERS[kind](surface, names[0], **kwargs)
+        if kind == "contour" and "xy" in (surface.attrs.get("curve") or {}):
+            from fastloss.plot_curves import plot_curve_plane  # a curve plane: draw the curve
+
+            fig = plot_curve_plane(surface, metric=names[0], **kwargs)
+        else:
+            fig = _PLOTTERS[kind](surface, names[0], **kwargs)
     if out is None:
         out = f"{os.path.splitext(os.fspath(path))[0]}_{'+'.join(names)}_{kind}.png"
     fig.savefig(out, dpi=dpi)

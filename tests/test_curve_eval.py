@@ -5,6 +5,7 @@ import copy
 import os
 
 import h5py
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -215,6 +216,12 @@ def test_plane_projection_matches_curve_weights(bends, tmp_path):
     fig.savefig(tmp_path / "plane.png")
     plot_curve_plane(surface, info, metric="test_err").savefig(tmp_path / "plane_err.png")
     assert os.path.getsize(tmp_path / "plane.png") > 10_000
+    # `fastloss plot` on a curve-plane file draws the curve too (same title as above).
+    from fastloss.plot import plot_file
+
+    written = plot_file(out, tmp_path / "cli_plane.png", metric="train_loss", dpi=100)
+    plot_curve_plane(stored, metric="train_loss").savefig(tmp_path / "direct.png", dpi=100)
+    np.testing.assert_array_equal(plt.imread(written), plt.imread(tmp_path / "direct.png"))
 
 
 def test_figures_are_written(result, tmp_path):
