@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import h5py
 import numpy as np
 
-from fastloss.io import _fsync_dir, _jsonable
+from fastloss.io import _jsonable, atomic_h5_create
 
 FORMAT = "fastloss-curve-eval"
 PATHS = ("curve", "segment")
@@ -136,33 +135,7 @@ class CurveResult:
         """Write the HDF5 file atomically; an existing file is replaced only with
         ``overwrite=True``. Returns the path."""
         path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(f"folder {folder} does not exist")
-        if os.path.exists(path) and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-        tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
-        try:
-            with h5py.File(tmp, "x") as f:
-                self._write(f)
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if overwrite:
-                os.replace(tmp, path)
-            else:  # a link fails if the path appeared meanwhile, where a rename would clobber
-                try:
-                    os.link(tmp, path)
-                except FileExistsError:
-                    raise FileExistsError(f"{path} exists; pass overwrite=True") from None
-                except OSError:  # filesystems without hard links
-                    os.replace(tmp, path)
-            _fsync_dir(folder)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_h5_create(path, self._write, overwrite)
         return path
 
     def _write(self, f: h5py.File) -> None:

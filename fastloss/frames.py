@@ -25,8 +25,7 @@ fsynced. A frame marked done is never written again.
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,11 +38,11 @@ from fastloss.io import (
     _canonical,
     _check_not_locked,
     _first_difference,
-    _fsync_dir,
     _get_json,
     _open,
     _put_json,
     _remove_stale_temporaries,
+    atomic_h5_create,
 )
 
 FORMAT = "fastloss-video-frames/1"
@@ -144,34 +143,6 @@ def _create_datasets(f: h5py.File, shapes: Mapping[str, tuple], static: Mapping[
             f.create_dataset(name, shape=shape, dtype=dtype, fillvalue=fill, dcpl=dcpl)
 
 
-def _atomic_create(path: str, fill: Callable[[h5py.File], None], overwrite: bool) -> None:
-    """Write a whole HDF5 file into a temporary file beside ``path`` and rename it into place
-    (as `fastloss.io` does for surfaces)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"folder {folder} does not exist")
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with h5py.File(tmp, "x") as f:
-            fill(f)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:  # fails if the path appeared meanwhile, where replace would clobber it
-                os.link(tmp, path)
-            except FileExistsError:
-                raise FileExistsError(f"{path} exists; pass overwrite=True to replace it") from None
-        _fsync_dir(folder)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 class FramesWriter:
     """Creates a frames file, or reopens one made with the same ``settings`` to resume it.
 
@@ -229,7 +200,7 @@ class FramesWriter:
                 _put_json(group, "settings", settings)
                 _put_json(group, "attrs", dict(attrs or {}))
 
-            _atomic_create(self.path, fill, overwrite)
+            atomic_h5_create(self.path, fill, overwrite)
         self._file = _open(self.path, "r+")
         self._fd = self._file.id.get_vfd_handle()
         self._metrics = list(metrics)

@@ -38,7 +38,7 @@ import struct
 import time
 import uuid
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -436,7 +436,10 @@ def _fastloss_version() -> str:
         return "unknown"
 
 
-def _atomic_create(path: str, surface: Surface, overwrite: bool) -> None:
+def atomic_h5_create(path: str, fill: Callable[[h5py.File], None], overwrite: bool) -> None:
+    """Create the HDF5 file ``path`` whole: ``fill`` writes a temporary file beside it, which is
+    synced and then linked (or, with ``overwrite``, renamed) into place, so a crash never
+    leaves a partial file and an existing file is never clobbered unless asked."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"folder {folder} does not exist")
@@ -445,7 +448,7 @@ def _atomic_create(path: str, surface: Surface, overwrite: bool) -> None:
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         with h5py.File(tmp, "x") as f:
-            _write_layout(f, surface)
+            fill(f)
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -468,6 +471,10 @@ def _atomic_create(path: str, surface: Surface, overwrite: bool) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _atomic_create(path: str, surface: Surface, overwrite: bool) -> None:
+    atomic_h5_create(path, lambda f: _write_layout(f, surface), overwrite)
 
 
 def _remove_stale_temporaries(path: str, min_age_s: float = 60.0) -> None:
