@@ -112,7 +112,7 @@ def fit_curve(
     curve: Curve,
     train,
     *,
-    epochs: int = 40,
+    epochs: int = 100,
     lr: float = 0.1,
     wd: float = 5e-4,
     samples_per_step: int = 1,
