@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 import fastloss
-from fastloss.batched import BatchedModel, batch
+from fastloss.batched import BatchedModel
 from fastloss.curve_results import CurveResult
 from fastloss.curves import Curve, curve_plane
 from fastloss.data import data_hash
@@ -38,6 +38,7 @@ from fastloss.evaluate import (
     as_tensors,
     evaluate,
     plan_tiles,
+    prepare,
     recompute_bn,
 )
 from fastloss.io import Surface
@@ -167,12 +168,7 @@ def evaluate_curve(
     gram = curve.gram()
     sq_norm = torch.einsum("kj,jl,kl->k", coords, gram, coords)  # ‖φ‖² over the parameters
 
-    work_dtype = dtype or torch.float32
-    coord_dtype = torch.float64 if work_dtype == torch.float64 else torch.float32
-    batched = batch(model, curve.to(device, work_dtype)).to(device)
-    batched.eval()
-    data = {s: (x.to(device, work_dtype), y.to(device)) for s, (x, y) in splits.items()}
-    coords_dev = coords.to(device, coord_dtype)
+    batched, data, coords_dev = prepare(model, curve, splits, coords, device, dtype)
     probe = next(iter(data.values()))[0]
     chunk, eval_batch = plan_tiles(batched, coords_dev, probe, batch_size)
 
@@ -236,7 +232,7 @@ def evaluate_curve(
         "wd": float(wd),
         "bn": bn if uses_bn else "none",
         "batch_size": batch_size,
-        "dtype": str(work_dtype),
+        "dtype": str(dtype or torch.float32),
         "splits": list(splits),
         "ensemble_split": ensemble_split,
         "data": {s: {"n": int(d[0].shape[0]), "hash": data_hash(*d)} for s, d in splits.items()},

@@ -218,14 +218,12 @@ def curve_plane(curve: Curve, samples: int = 101) -> tuple[Plane, dict[str, Any]
     ``bends_xy`` (the control points, ``[n, 2]``).
     """
     t = torch.linspace(0, 1, samples, dtype=torch.float64)
-    bends = curve.bend_points()
-    w1 = {n: b[0] for n, b in curve.basis.items()}
-    w2 = {n: b[-1] for n, b in curve.basis.items()}
     if curve.bends <= 1:
         if curve.bends == 0:
             raise ValueError("a curve without bends is a straight line: use fastloss.Line")
-        (third,) = bends.values()
-        state1 = {**w1, **curve.reference_buffers}
+        (third,) = curve.bend_points().values()
+        state1 = {**{n: b[0] for n, b in curve.basis.items()}, **curve.reference_buffers}
+        w2 = {n: b[-1] for n, b in curve.basis.items()}
         try:
             plane = Plane.through(state1, w2, third)
         except ValueError as e:

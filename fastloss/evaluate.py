@@ -139,6 +139,25 @@ def plan_tiles(
     return int(points or max(1, min(CPU_MAX_POINTS, fit, K))), eval_batch
 
 
+def prepare(
+    model: nn.Module,
+    subspace: Subspace,
+    splits: dict[str, Data],
+    coords: Tensor,
+    device: torch.device,
+    dtype: torch.dtype | None,
+) -> tuple[BatchedModel, dict[str, Data], Tensor]:
+    """The batched model (eval mode), the data and the coordinates on ``device``, in the
+    working dtype (float32 by default); coordinates stay float32 for bf16/fp16 work, so
+    they keep 24 bits."""
+    work_dtype = dtype or torch.float32
+    coord_dtype = torch.float64 if work_dtype == torch.float64 else torch.float32
+    batched = batch(model, subspace.to(device, work_dtype)).to(device)
+    batched.eval()
+    data = {s: (x.to(device, work_dtype), y.to(device)) for s, (x, y) in splits.items()}
+    return batched, data, coords.to(device, coord_dtype)
+
+
 def _grid_points(
     subspace: Subspace, grid: Grid | Tensor
 ) -> tuple[Tensor, np.ndarray, np.ndarray | None, Tensor]:
@@ -278,12 +297,7 @@ def evaluate(
     else:
         result = _MemoryResult(xs, ys, value_names, settings, attrs, markers)
 
-    work_dtype = dtype or torch.float32
-    coord_dtype = torch.float64 if work_dtype == torch.float64 else torch.float32
-    batched = batch(model, subspace.to(device, work_dtype)).to(device)
-    batched.eval()
-    data = {s: (x.to(device, work_dtype), y.to(device)) for s, (x, y) in splits.items()}
-    coords_dev = coords.to(device, coord_dtype)
+    batched, data, coords_dev = prepare(model, subspace, splits, coords, device, dtype)
     pending = result.pending()
     if len(pending):
         probe = next(iter(data.values()))[0]
