@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import json
 import math
-import os
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
+from _results import write_results
 from torch import nn
 
 import fastloss
@@ -235,24 +234,8 @@ def main() -> None:
         f"fastloss {fastloss.__version__}, {datetime.date.today().isoformat()}\n"
     )
     print(markdown(rows))
-    tag = "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device).split()[-1].lower()
-    out = args.out or os.path.join(os.path.dirname(__file__), "results", f"curve-{tag}.json")
-    with open(out, "w") as f:
-        json.dump(
-            {
-                "device": str(device)
-                if device.type == "cpu"
-                else torch.cuda.get_device_name(device),
-                "threads": torch.get_num_threads(),
-                "torch": torch.__version__,
-                "fastloss": fastloss.__version__,
-                "date": datetime.date.today().isoformat(),
-                "rows": rows,
-            },
-            f,
-            indent=1,
-        )
-    print(f"\nwrote {out}", file=sys.stderr)
+    label = str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)
+    write_results("curve", device, label, rows, args.out)
 
 
 if __name__ == "__main__":

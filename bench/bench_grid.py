@@ -16,18 +16,15 @@ prints a Markdown table and writes bench/results/grid-<device>.json.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
 import sys
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _results import write_results
 from torch.utils.flop_counter import FlopCounterMode
 
-import fastloss
 from fastloss import data as fl_data
 from fastloss.evaluate import evaluate, evaluate_serial
 from fastloss.models import build_model
@@ -211,24 +208,8 @@ def main() -> None:
     points = args.points or (64 if device.type == "cpu" else 2601)
     rows = [run(key, device, points, args.repeats) for key in args.only]
     print(markdown(rows))
-    tag = "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device).split()[-1].lower()
-    out = args.out or os.path.join(os.path.dirname(__file__), "results", f"grid-{tag}.json")
-    with open(out, "w") as f:
-        json.dump(
-            {
-                "device": str(device)
-                if device.type == "cpu"
-                else torch.cuda.get_device_name(device),
-                "threads": torch.get_num_threads(),
-                "torch": torch.__version__,
-                "fastloss": fastloss.__version__,
-                "date": datetime.date.today().isoformat(),
-                "rows": rows,
-            },
-            f,
-            indent=1,
-        )
-    print(f"\nwrote {out}", file=sys.stderr)
+    label = str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)
+    write_results("grid", device, label, rows, args.out)
 
 
 if __name__ == "__main__":

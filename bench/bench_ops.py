@@ -17,18 +17,15 @@ runs a few of the same cases under pytest-benchmark.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
 import platform
 import sys
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from _results import write_results
 from torch.utils.benchmark import Timer
 
-import fastloss
 from fastloss import ops
 from fastloss._extension import build_info
 
@@ -224,27 +221,18 @@ def main() -> None:
         rows += run(device, getattr(torch, name), Ks, Bs, 0.05 if args.quick else 0.3)
     table = markdown(rows)
     print(table)
-    tag = "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device).split()[-1].lower()
-    out = args.out or os.path.join(os.path.dirname(__file__), "results", f"ops-{tag}.json")
     if not args.quick or args.out:
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        with open(out, "w") as f:
-            json.dump(
-                {
-                    "device": device_name(device),
-                    "torch": torch.__version__,
-                    "cuda": torch.version.cuda,
-                    "fastloss": fastloss.__version__,
-                    "build": build_info(),
-                    "date": datetime.date.today().isoformat(),
-                    "J": J,
-                    "cpu_flop_cap": CPU_FLOP_CAP if device.type == "cpu" else None,
-                    "rows": rows,
-                },
-                f,
-                indent=1,
-            )
-        print(f"\nwrote {out}", file=sys.stderr)
+        write_results(
+            "ops",
+            device,
+            device_name(device),
+            rows,
+            args.out,
+            cuda=torch.version.cuda,
+            build=build_info(),
+            J=J,
+            cpu_flop_cap=CPU_FLOP_CAP if device.type == "cpu" else None,
+        )
 
 
 # ---- pytest-benchmark ------------------------------------------------------------------------
