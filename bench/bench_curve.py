@@ -3,7 +3,7 @@
 Reference (dnn-mode-connectivity): one t per step; every layer builds its weights in Python
 from the control points, ``W(t) = Σ_j c_j(t) W_j`` with torch ops, then calls
 F.linear / F.conv2d / F.batch_norm (batch statistics); the l2 term ``0.5·wd·Σ‖W(t)‖²``;
-autograd to the bends; SGD with momentum. fastloss: `fastloss.fit.fit_step`, the step
+autograd to the bends; SGD with momentum. fastloss: `fastloss.curves.fit_step`, the step
 `fit_curve` runs, with S = samples_per_step points t in one batched pass of compiled ops.
 
 Workloads (Bezier curve with one bend, batch 128):
@@ -28,14 +28,13 @@ import time
 
 import torch
 import torch.nn.functional as F
-from _results import write_results
+from record import write_results
 from torch import nn
 
 import fastloss
 from fastloss import data as fl_data
-from fastloss.batched import batch
-from fastloss.curves import make_curve
-from fastloss.fit import fit_step, make_optimizer
+from fastloss.core import batch
+from fastloss.curves import fit_step, make_curve, make_optimizer
 from fastloss.models import build_model
 
 WORKLOADS = {

@@ -1,6 +1,6 @@
 """Grid evaluation side by side in one process: the serial loop, torch.func.vmap, fastloss.
 
-Workloads (paper 000's plane through three networks, K points of a grid, J = 3):
+Workloads (Garipov et al. 2018's plane through three networks, K points of a grid, J = 3):
   (a) MLP 40-256-256-10 on MNIST-1D, 4000 samples
   (b) MLP 784-256-256-10 on 784-dim inputs, 2000 samples
   (c) the MPO conv net on 28x28 inputs, 500 samples
@@ -22,13 +22,14 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _results import write_results
+from record import write_results
 from torch.utils.flop_counter import FlopCounterMode
 
 from fastloss import data as fl_data
-from fastloss.evaluate import evaluate, evaluate_serial
+from fastloss.core import Plane, affine_coords
+from fastloss.engine import evaluate_serial
 from fastloss.models import build_model
-from fastloss.subspace import Plane, affine_coords
+from fastloss.surfaces import evaluate
 
 WORKLOADS = {
     "a": ("MLP 40-256-256-10, MNIST-1D", "mlp", (40,), 4000, {"widths": (256, 256)}),

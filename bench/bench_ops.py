@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from _results import write_results
+from record import write_results
 from torch.utils.benchmark import Timer
 
 from fastloss import ops
-from fastloss._extension import build_info
+from fastloss.ops import build_info
 
 J = 3
 # CPU runs skip cases whose single-weight ceiling exceeds this many FLOPs (seconds per call)

@@ -1,21 +1,58 @@
-"""fastloss: loss surfaces, mode connectivity and fast ensembling for PyTorch models."""
+"""fastloss: loss surfaces, mode connectivity and fast ensembling for PyTorch models.
 
-__version__ = "0.1.0"
+One network runs at many weight vectors ``w_k = Σ_j c_kj W_j`` of a small subspace in one
+batched pass, with compiled kernels that synthesise each point's weights on the fly. This
+module is the public API; the packages below it are layered (docs/design.md):
+``ops`` → ``core`` → ``engine`` → workflows (``surfaces``, ``curves``) → ``viz`` → ``cli``,
+with ``io``, ``data``, ``models`` and ``training`` as leaves. Importing fastloss imports
+neither matplotlib nor the command line.
+"""
 
-from fastloss import ops  # noqa: E402  (ops checks the compiled extension against torch)
-from fastloss.batched import batch  # noqa: E402
-from fastloss.evaluate import evaluate  # noqa: E402
-from fastloss.io import Surface  # noqa: E402
-from fastloss.subspace import Grid, Line, Plane, Subspace  # noqa: E402
+from fastloss import ops
+from fastloss.core import Grid, Line, Plane, Subspace, batch
+from fastloss.curves import (
+    Bezier,
+    PolyChain,
+    curve_plane,
+    evaluate_curve,
+    evaluate_curve_plane,
+    fit_curve,
+    load_curve,
+    save_curve,
+)
+from fastloss.data import load_data
+from fastloss.errors import FastlossError
+from fastloss.io import CurveResult, Surface, load_checkpoint, save_checkpoint
+from fastloss.models import build_from_checkpoint, build_model
+from fastloss.surfaces import evaluate, predict
+from fastloss.training import train
+from fastloss.version import __version__
 
 __all__ = [
+    "Bezier",
+    "CurveResult",
+    "FastlossError",
     "Grid",
     "Line",
     "Plane",
+    "PolyChain",
     "Subspace",
     "Surface",
-    "batch",
-    "evaluate",
-    "ops",
     "__version__",
+    "batch",
+    "build_from_checkpoint",
+    "build_model",
+    "curve_plane",
+    "evaluate",
+    "evaluate_curve",
+    "evaluate_curve_plane",
+    "fit_curve",
+    "load_checkpoint",
+    "load_curve",
+    "load_data",
+    "ops",
+    "predict",
+    "save_checkpoint",
+    "save_curve",
+    "train",
 ]

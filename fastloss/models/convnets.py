@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from fastloss.models._layout import conv_layout, conv_size
+from fastloss.errors import ArgumentError
+from fastloss.models.layout import conv_layout, conv_size
 
 
 class LeNet5(nn.Sequential):
@@ -131,7 +132,7 @@ class VGG16(nn.Sequential):
     ):
         lay = conv_layout("vgg16", in_shape)
         if width <= 0:
-            raise ValueError(f"vgg16: width must be > 0, got {width}")
+            raise ArgumentError(f"vgg16: width must be > 0, got {width}")
         layers: list[nn.Module] = list(lay.prefix)
         c_in, size = lay.channels, lay.size
         for item in layout:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from fastloss.errors import ArgumentError
+
 
 class MLP(nn.Sequential):
     """``x [N, *in_shape]`` flattened, then Linear + ReLU per hidden width, then a Linear to
@@ -17,7 +19,7 @@ class MLP(nn.Sequential):
     ):
         sizes = [math.prod(in_shape), *(int(w) for w in widths)]
         if any(s < 1 for s in sizes):
-            raise ValueError(f"mlp: widths must be positive, got {list(widths)}")
+            raise ArgumentError(f"mlp: widths must be positive, got {list(widths)}")
         layers: list[nn.Module] = [nn.Flatten()]
         for a, b in zip(sizes[:-1], sizes[1:], strict=True):
             layers += [nn.Linear(a, b), nn.ReLU()]

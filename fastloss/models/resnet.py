@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from fastloss.models._layout import Layout, conv_layout, he_init
+from fastloss.errors import ArgumentError
+from fastloss.models.layout import Layout, conv_layout, he_init
 
 
 class BasicBlock(nn.Module):
@@ -77,7 +78,7 @@ class CifarResNet(nn.Module):
         super().__init__()
         name = "preresnet" if preact else "resnet"
         if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"{name}: depth must be 6n + 2 (20, 32, 44, 56, 110), got {depth}")
+            raise ArgumentError(f"{name}: depth must be 6n + 2 (20, 32, 44, 56, 110), got {depth}")
         lay = conv_layout(name, in_shape)
         n = (depth - 2) // 6
         self.prefix = nn.Sequential(*lay.prefix) if lay.prefix else nn.Identity()

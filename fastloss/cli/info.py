@@ -1,0 +1,55 @@
+"""``fastloss info``: the version, the compiled kernels and the devices."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+
+import torch
+
+from fastloss.cli.options import command
+from fastloss.ops import build_info
+from fastloss.version import __version__
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "info",
+        help="show the version, compiled kernels and devices",
+        description="Print the version, torch, which kernels were "
+        "compiled (CPU, CUDA, arch list) and the visible devices.",
+    )
+    command(p, _info)
+
+
+def _info(args: argparse.Namespace) -> int:
+    built = build_info()
+    print(f"fastloss {__version__}")
+    print(f"python   {platform.python_version()} ({sys.executable})")
+    print(f"torch    {torch.__version__} (CUDA {torch.version.cuda or 'none'})")
+    if not built["compiled"]:
+        print(
+            "kernels  none compiled: ops use the PyTorch references "
+            "(build with `pip install --no-build-isolation -e .`)"
+        )
+    else:
+        cuda = (
+            f"yes (CUDA {built['cuda_version']}, arch {built['cuda_arch_list']})"
+            if built["cuda"]
+            else "no"
+        )
+        print(f"kernels  CPU yes, CUDA {cuda}; compiled against torch {built['torch']}")
+    print(
+        f"cpu      {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    )
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            print(
+                f"cuda:{i}   {props.name}, sm_{props.major}{props.minor}, "
+                f"{props.total_memory / 2**30:.0f} GiB"
+            )
+    else:
+        print("cuda     no GPU visible")
+    return 0

@@ -1,0 +1,49 @@
+"""The `fastloss` command line: one module per command group, each a parser and a call into the
+library. A `FastlossError` (a bad file, bad data, bad settings) is printed on one line, with
+the API's argument names shown as this command's flags, and the exit status is 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fastloss.cli import curve, demo, info, plot, surfaces, train, video
+from fastloss.cli.options import as_flags
+from fastloss.errors import FastlossError
+
+GROUPS = (info, train, surfaces, plot, demo, curve, video)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fastloss", description="Loss surfaces, mode connectivity and fast ensembling."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for group in GROUPS:
+        group.register(commands)
+    return parser
+
+
+def _join_axis_values(argv: list[str]) -> list[str]:
+    """``--x -0.5:1.5:41`` -> ``--x=-0.5:1.5:41``: argparse would read the value as an option."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in ("--x", "--y") and arg.startswith("-"):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(_join_axis_values(sys.argv[1:] if argv is None else argv))
+    try:
+        return args.run(args)
+    except FastlossError as error:
+        message = " ".join(as_flags(str(error), args.flags).split())
+        print(f"fastloss {args.command}: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

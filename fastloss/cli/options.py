@@ -1,0 +1,138 @@
+"""What the command groups share: argument types, data and evaluation options, and how a
+library message's API arguments read as this command's flags."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from fastloss.data import Dataset, load_data, subsample
+
+DTYPES = ("float32", "bfloat16", "float64")
+
+
+def axis(text: str) -> tuple[float, float, int]:
+    """'lo:hi:n' -> (lo, hi, n)."""
+    try:
+        lo, hi, n = text.split(":")
+        return float(lo), float(hi), int(n)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected lo:hi:n such as -0.5:1.5:41, got {text!r}"
+        ) from None
+
+
+def size(text: str) -> tuple[int, int]:
+    """'640x480' -> (640, 480)."""
+    try:
+        w, h = text.lower().split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected WIDTHxHEIGHT such as 640x480, got {text!r}"
+        ) from None
+
+
+def dtype(name: str | None) -> torch.dtype | None:
+    return {
+        None: None,
+        "float32": None,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float64": torch.float64,
+    }[name]
+
+
+def add_data_options(
+    p: argparse.ArgumentParser, default: str | None = "mnist1d", default_help: str | None = None
+) -> None:
+    p.add_argument(
+        "--data",
+        default=default,
+        help="mnist1d, digits, or a path to IDX / CIFAR / .npz data "
+        f"(default {default_help or default})",
+    )
+    p.add_argument("--train-samples", type=int, help="use a seeded subset of the train set")
+    p.add_argument("--test-samples", type=int, help="use a seeded subset of the test set")
+    p.add_argument("--data-seed", type=int, default=42)
+
+
+def load_data_from(args: argparse.Namespace) -> tuple[Dataset, Dataset]:
+    """The (train, test) data the options name, subsampled as asked."""
+    train, test = load_data(args.data, seed=args.data_seed)
+    train = subsample(train, args.train_samples, seed=args.data_seed)
+    test = subsample(test, getattr(args, "test_samples", None), seed=args.data_seed)
+    return train, test
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """BN mode, batch size, dtype, device, overwrite and quiet: every evaluating command."""
+    p.add_argument(
+        "--bn",
+        choices=("recompute", "fixed"),
+        default="recompute",
+        help="BatchNorm statistics: recomputed at each point (default) or those of "
+        "the first network",
+    )
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output made with other settings",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The library arguments `add_run_options` sets: bn, batch_size, device, dtype, overwrite
+    and progress."""
+    return {
+        "bn": args.bn,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "dtype": dtype(args.dtype),
+        "overwrite": args.overwrite,
+        "progress": not args.quiet,
+    }
+
+
+def add_eval_options(p: argparse.ArgumentParser) -> None:
+    """A grid evaluation to an HDF5 file: data, output, x axis and the run options."""
+    add_data_options(p)
+    p.add_argument("--out", required=True, help="output HDF5 file")
+    p.add_argument("--x", type=axis, help="x axis as lo:hi:n")
+    add_run_options(p)
+
+
+def command(p: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int]) -> None:
+    """Make ``p`` run ``run``, and remember its flags for `as_flags`."""
+    flags = {}
+    for action in p._actions:  # argparse keeps no public list of a parser's options
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        if longs and action.dest != "help":
+            switch = action.nargs == 0 and action.const is True  # a store_true option
+            flags[action.dest] = (longs[0], switch)
+    p.set_defaults(run=run, flags=flags)
+
+
+_ARGUMENT = re.compile(r"\b([a-z][a-z0-9_]*)=('[^']*'|\"[^\"]*\"|[^\s,;:()]+)")
+
+
+def as_flags(message: str, flags: dict[str, tuple[str, bool]]) -> str:
+    """A library message with the command's flags for the API arguments it names:
+    ``overwrite=True`` -> ``--overwrite``, ``bn='fixed'`` -> ``--bn fixed``."""
+
+    def replace(m: re.Match[str]) -> str:
+        name, value = m.group(1), m.group(2).strip("'\"")
+        if name not in flags:
+            return m.group(0)
+        flag, is_switch = flags[name]
+        return flag if is_switch and value == "True" else f"{flag} {value}"
+
+    return _ARGUMENT.sub(replace, message)

@@ -1,0 +1,270 @@
+"""Subspace-aware twins of the parametrised layers: each holds its module's basis ``[J, ...]``
+per parameter and runs the layer at every point of the current pass.
+
+`BatchedModel` swaps them in for the originals; parameter-free modules and functional code
+stay as they are and see activations laid out as ``[K·B, ...]``. The first parametrised
+layer receives the shared input ``[B, ...]`` and computes J products instead of K
+(docs/design.md, "The one idea").
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fastloss import ops
+from fastloss.core.context import PointContext
+from fastloss.errors import ArgumentError
+
+
+class Twin(nn.Module):
+    """Base of the twins: holds the basis of the original module's parameters as buffers."""
+
+    weight: Tensor | None
+    bias: Tensor | None
+
+    def __init__(self, ctx: PointContext, name: str, basis: dict[str, Tensor | None]):
+        super().__init__()
+        self.ctx_ref = [ctx]  # a list, so the context is not registered as a submodule
+        self.qualified_name = name
+        # buffer name -> parameter name relative to this module (VmapFallback renames them)
+        self.basis_params = {key: key for key in basis}
+        for key, value in basis.items():
+            self.register_buffer(key, value, persistent=False)
+
+    @property
+    def ctx(self) -> PointContext:
+        return self.ctx_ref[0]
+
+    def per_point(self, name: str) -> Tensor | None:
+        basis = getattr(self, name)
+        return None if basis is None else ops.synthesize(basis, self.ctx.coords)
+
+
+class SubspaceLinear(Twin):
+    weight: Tensor
+
+    def forward(self, x: Tensor) -> Tensor:
+        ctx, out = self.ctx, self.weight.shape[1]
+        if ctx.is_shared(x, self.qualified_name):
+            x2 = x.reshape(-1, x.shape[-1])
+            if ctx.products is not None and not torch.is_grad_enabled():
+                parts = ctx.products.get(self.qualified_name, x2, self.products)
+                y = ops.synthesize(parts, ctx.coords)
+            else:
+                y = ops.subspace_linear(x2, self.weight, self.bias, ctx.coords)
+            return y.reshape(ctx.K * x.shape[0], *x.shape[1:-1], out)
+        y = ops.subspace_linear(
+            x.reshape(ctx.K, -1, x.shape[-1]), self.weight, self.bias, ctx.coords
+        )
+        return y.reshape(*x.shape[:-1], out)
+
+    def products(self, x: Tensor) -> Tensor:
+        """``[B, I] -> [J, B, O]``: ``x·W_jᵀ + b_j`` for every basis point j."""
+        J, O, I = self.weight.shape
+        bias = None if self.bias is None else self.bias.reshape(J * O)
+        parts = F.linear(x, self.weight.reshape(J * O, I), bias)
+        return parts.view(x.shape[0], J, O).transpose(0, 1).contiguous()
+
+
+class SubspaceConv(Twin):
+    weight: Tensor
+
+    def __init__(self, ctx, name, basis, conv: nn.Conv1d | nn.Conv2d):
+        super().__init__(ctx, name, basis)
+        if conv.padding_mode != "zeros":
+            raise ArgumentError(
+                f"{name}: padding_mode={conv.padding_mode!r} is not supported (only 'zeros')"
+            )
+        self.spatial = conv.weight.dim() - 2
+        self.stride, self.dilation, self.groups = conv.stride, conv.dilation, conv.groups
+        padding = conv.padding
+        if isinstance(padding, str):  # 'valid' or 'same' (stride 1), as torch resolves them
+            padding = tuple(
+                0 if padding == "valid" else d * (k - 1) // 2
+                for d, k in zip(conv.dilation, conv.kernel_size, strict=True)
+            )
+            if conv.padding == "same" and any(
+                d * (k - 1) % 2 for d, k in zip(conv.dilation, conv.kernel_size, strict=True)
+            ):
+                raise ArgumentError(f"{name}: padding='same' with an even kernel is not supported")
+        self.padding = padding
+
+    def forward(self, x: Tensor) -> Tensor:
+        ctx = self.ctx
+        conv = ops.subspace_conv2d if self.spatial == 2 else ops.subspace_conv1d
+        args = (self.stride, self.padding, self.dilation, self.groups)
+        if ctx.is_shared(x, self.qualified_name):
+            y = conv(x, self.weight, self.bias, ctx.coords, *args)
+        else:
+            y = conv(x.reshape(ctx.K, -1, *x.shape[1:]), self.weight, self.bias, ctx.coords, *args)
+        return y.reshape(-1, *y.shape[2:])
+
+
+class PointwiseBatchNorm(Twin):
+    """BatchNorm with per-point statistics: running stats ``[K, C]``, affine from the basis."""
+
+    def __init__(self, ctx, name, basis, bn: nn.modules.batchnorm._BatchNorm):
+        super().__init__(ctx, name, basis)
+        self.eps, self.momentum = bn.eps, bn.momentum
+        self.track_running_stats = bn.track_running_stats
+        self.num_features = bn.num_features
+        self.running_mean: Tensor | None = None
+        self.running_var: Tensor | None = None
+        self.num_batches_tracked: Tensor | None = None
+        self.cumulative = False
+        self.training = bn.training
+
+    def set_statistics(self, mean: Tensor | None, var: Tensor | None, cumulative: bool) -> None:
+        """Installs ``[K, C]`` running statistics; ``cumulative`` averages every batch seen
+        (momentum=None, as ``update_bn`` does) and restarts the count."""
+        self.running_mean, self.running_var = mean, var
+        self.num_batches_tracked = (
+            torch.zeros((), dtype=torch.long, device=mean.device) if mean is not None else None
+        )
+        self.cumulative = cumulative
+
+    def forward(self, x: Tensor) -> Tensor:
+        ctx = self.ctx
+        if ctx.is_shared(x, self.qualified_name):
+            x = ctx.expand(x)
+        points = x.reshape(ctx.K, -1, *x.shape[1:])
+        running = self.running_mean
+        track = self.track_running_stats and running is not None
+        if running is not None and track and running.shape[0] != ctx.K:
+            raise RuntimeError(
+                f"{self.qualified_name}: running statistics are for "
+                f"{running.shape[0]} points but the pass has {ctx.K}; "
+                "set them with BatchedModel.set_bn_statistics"
+            )
+        momentum = None if self.cumulative else self.momentum
+        y = ops.pointwise_batch_norm(
+            points,
+            self.running_mean if track else None,
+            self.running_var if track else None,
+            self.weight,
+            self.bias,
+            ctx.coords,
+            self.training or not track,
+            momentum,
+            self.eps,
+            self.num_batches_tracked,
+        )
+        return y.reshape(x.shape)
+
+
+class PointwiseAffineNorm(Twin):
+    """LayerNorm / GroupNorm: the normalisation is per sample; only the affine is per point."""
+
+    def __init__(self, ctx, name, basis, norm: nn.LayerNorm | nn.GroupNorm):
+        super().__init__(ctx, name, basis)
+        self.norm = norm
+        self.eps = norm.eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        ctx = self.ctx
+        if isinstance(self.norm, nn.LayerNorm):
+            y = F.layer_norm(x, self.norm.normalized_shape, None, None, self.eps)
+            affine_shape = tuple(self.norm.normalized_shape)
+        else:
+            y = F.group_norm(x, self.norm.num_groups, None, None, self.eps)
+            affine_shape = (x.shape[1],) + (1,) * (x.dim() - 2)
+        if self.weight is None and self.bias is None:
+            return y
+        if ctx.is_shared(y, self.qualified_name):
+            y = ctx.expand(y)
+        points = y.reshape(ctx.K, -1, *y.shape[1:])
+        lead = (ctx.K,) + (1,) * (points.dim() - 1 - len(affine_shape))
+        weight, bias = self.per_point("weight"), self.per_point("bias")
+        if weight is not None:
+            points = points * weight.reshape(*lead, *affine_shape)
+        if bias is not None:
+            points = points + bias.reshape(*lead, *affine_shape)
+        return points.reshape(y.shape)
+
+
+_warned_fallback: set[str] = set()
+
+
+class VmapFallback(Twin):
+    """Any other parametrised module: torch.func.vmap over the points (correct, slower)."""
+
+    def __init__(self, ctx, name, basis, module: nn.Module):
+        super().__init__(ctx, name, {k.replace(".", "__"): v for k, v in basis.items()})
+        self.basis_params = {k.replace(".", "__"): k for k in basis}
+        self.module = module
+        self.param_names = list(basis)
+        kind = type(module).__name__
+        if kind not in _warned_fallback:
+            _warned_fallback.add(kind)
+            warnings.warn(
+                f"fastloss: {kind} ({name}) has no compiled twin; it runs through "
+                "torch.func.vmap over the points (correct, slower)",
+                stacklevel=4,
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        ctx = self.ctx
+        params = {n: self.per_point(n.replace(".", "__")) for n in self.param_names}
+        shared = ctx.is_shared(x, self.qualified_name)
+
+        def one_point(p, xk):
+            return torch.func.functional_call(self.module, p, (xk,))
+
+        inputs = x if shared else x.reshape(ctx.K, -1, *x.shape[1:])
+        y = torch.func.vmap(one_point, in_dims=(0, None if shared else 0))(params, inputs)
+        return y.reshape(-1, *y.shape[2:])
+
+
+# Modules whose batch axis is not dim 0 or that synchronise statistics across processes.
+_REFUSED = (
+    nn.SyncBatchNorm,
+    nn.RNNBase,
+    nn.MultiheadAttention,
+    nn.Transformer,
+    nn.TransformerEncoderLayer,
+    nn.TransformerDecoderLayer,
+)
+
+
+def refuse_reason(module: nn.Module) -> str | None:
+    if isinstance(module, nn.SyncBatchNorm):
+        return "SyncBatchNorm shares statistics across processes"
+    if isinstance(module, _REFUSED) and not getattr(module, "batch_first", False):
+        return "its batch axis is not the first (use batch_first=True)"
+    return None
+
+
+class ReLUAfterTwin(nn.ReLU):
+    """A ReLU in place when no gradient is recorded through it. Under autograd it works out
+    of place: a shared-input twin's op returns a view of its own workspace, which autograd
+    forbids modifying in place."""
+
+    def __init__(self) -> None:
+        super().__init__(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(x, inplace=not (torch.is_grad_enabled() and x.requires_grad))
+
+
+def relu_in_place(module: nn.Module) -> None:
+    """In a plain ``nn.Sequential`` each module's output feeds only the next one, so a ReLU
+    right after a twin (whose output is always a fresh tensor, and whose backward does not
+    need it) can work in place: one K-fold activation less to allocate and write, which is
+    most of a ReLU's cost on the CPU (docs/design.md, "CPU facts"). See `ReLUAfterTwin`
+    for autograd."""
+    if not isinstance(module, nn.Sequential) or type(module).forward is not nn.Sequential.forward:
+        return
+    children = list(module._modules.items())  # with repeats: a module may appear twice
+    for (_, prev), (name, cur) in zip(children, children[1:], strict=False):
+        if (
+            isinstance(
+                prev, (SubspaceLinear, SubspaceConv, PointwiseBatchNorm, PointwiseAffineNorm)
+            )
+            and type(cur) is nn.ReLU
+            and not (prev._forward_hooks or cur._forward_hooks or cur._forward_pre_hooks)
+        ):
+            setattr(module, name, ReLUAfterTwin())  # a new one: cur may be shared

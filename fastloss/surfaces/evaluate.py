@@ -1,0 +1,131 @@
+"""Loss surfaces: the metrics of one model at every point of a grid on a plane or a line
+(Li et al. 2018; Garipov et al. 2018, Fig. 2), as a `fastloss.io.Surface`, in memory or in
+a resumable HDF5 file that loss-landscape's plotting scripts read."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from fastloss.core import Grid, Subspace, affine_coords
+from fastloss.engine import LossMetrics, MemorySink, check_metrics, collect_splits, prepare, run
+from fastloss.errors import ArgumentError, OutputExistsError
+from fastloss.io import Surface, SurfaceWriter
+from fastloss.io.hdf5 import LAYOUT
+from fastloss.ops.losses import Loss, PerSample, resolve_loss
+
+
+def grid_points(
+    subspace: Subspace, grid: Grid | Tensor
+) -> tuple[Tensor, np.ndarray, np.ndarray | None]:
+    """(coords [K, J], x axis, y axis or None) of a `Grid`, or of explicit coordinates
+    ``[K, J]`` (then the x axis is 0 … K − 1)."""
+    if isinstance(grid, Grid):
+        xs, ys = grid.axes()
+        plane = grid.coords()
+        coords = affine_coords(plane)
+        if coords.shape[1] != subspace.J:
+            raise ArgumentError(
+                f"a {plane.shape[1]}-D grid needs a subspace with J = "
+                f"{coords.shape[1]} basis points; this one has J = {subspace.J}"
+            )
+        return coords, xs.numpy(), None if ys is None else ys.numpy()
+    coords = torch.as_tensor(grid, dtype=torch.float64)
+    if coords.dim() != 2 or coords.shape[1] != subspace.J:
+        raise ArgumentError(
+            f"explicit coordinates must be [K, J] with J = {subspace.J}, got {list(coords.shape)}"
+        )
+    return coords, np.arange(coords.shape[0], dtype=np.float64), None
+
+
+def evaluate(
+    model: nn.Module,
+    subspace: Subspace,
+    grid: Grid | Tensor,
+    train=None,
+    test=None,
+    metrics: Sequence[str] | None = None,
+    bn: str = "recompute",
+    batch_size: int | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    out: str | os.PathLike | None = None,
+    resume: bool = True,
+    overwrite: bool = False,
+    progress: bool = True,
+    points_per_chunk: int | None = None,
+    loss: str | PerSample | Loss = "cross_entropy",
+) -> Surface:
+    """The metrics of ``model`` at every grid point of ``subspace`` -> `fastloss.io.Surface`.
+
+    ``train``/``test`` are ``(x, y)`` tensors or DataLoaders. ``loss`` is ``"cross_entropy"``
+    (metrics ``loss`` and ``acc``, in percent), ``"mse"``, ``"gaussian_nll"`` or a per-sample
+    callable (see `fastloss.ops.losses`); ``metrics`` picks some of the loss's (default:
+    all), stored as ``<split>_<metric>``. ``bn="recompute"`` recomputes BatchNorm statistics
+    at each point over the train data; ``"fixed"`` uses those of the subspace's reference
+    network. ``out`` writes an HDF5 file after every chunk; with ``resume`` a rerun with the
+    same settings continues an interrupted file, and a file made with other settings is
+    refused unless ``overwrite``. ``dtype=torch.bfloat16`` evaluates in bf16 with float32
+    accumulation and loss. ``batch_size``: see `fastloss.engine.prepare`.
+    """
+    spec = resolve_loss(loss)
+    splits = collect_splits(spec, train=train, test=test)
+    metrics = check_metrics(metrics, spec)
+    coords, xs, ys = grid_points(subspace, grid)
+    if out is not None and not resume and not overwrite and os.path.exists(out):
+        raise OutputExistsError(
+            f"{out} exists; pass resume=True to continue it or overwrite=True to start afresh"
+        )
+    ev = prepare(
+        model, subspace, splits, loss=spec, bn=bn, batch_size=batch_size, device=device, dtype=dtype
+    )
+    value_names = [f"{split}_{m}" for split in splits for m in metrics]
+    settings = {
+        "grid": [list(map(float, xs)), None if ys is None else list(map(float, ys))],
+        "coords_hash": hashlib.sha256(coords.numpy().tobytes()).hexdigest()[:16],
+        "metrics": value_names,
+        "subspace": subspace.kind,
+        "J": subspace.J,
+        "basis_norms": [round(n, 6) for n in subspace.norms()],
+        **ev.settings(),
+    }
+    attrs = {"layout": LAYOUT, **ev.provenance()}
+    markers = dict(subspace.info.get("markers", {}))  # type: ignore[call-overload]
+    reducer = LossMetrics(spec, metrics)
+    if out is None:
+        sink = MemorySink(coords.shape[0])
+        info = run(ev, coords, reducer, sink, progress=progress, points_per_chunk=points_per_chunk)
+        shape = (len(xs),) if ys is None else (len(ys), len(xs))
+        attrs.update(_timings(info))
+        return Surface(
+            xs,
+            ys,
+            {m: sink.values[m].reshape(shape) for m in value_names},
+            sink.done.reshape(shape),
+            attrs=attrs,
+            markers=markers,
+            settings=settings,
+        )
+    with SurfaceWriter(
+        out, xs, ys, value_names, settings, attrs, markers, overwrite=overwrite
+    ) as writer:
+        info = run(
+            ev, coords, reducer, writer, progress=progress, points_per_chunk=points_per_chunk
+        )
+        writer.update_attrs(**_timings(info))
+        return writer.surface()
+
+
+def _timings(info) -> dict[str, float | int]:
+    timings: dict[str, float | int] = {
+        "seconds": round(info.seconds, 3),
+        "points_per_second": round(info.evaluated / max(info.seconds, 1e-9), 2),
+    }
+    if info.points_per_chunk is not None:
+        timings.update(points_per_chunk=info.points_per_chunk, eval_batch_size=info.eval_batch_size)
+    return timings

@@ -1,0 +1,47 @@
+"""`plot_file`: draw one metric of a result file, whatever it holds (the `fastloss plot`
+command)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fastloss.errors import ArgumentError
+from fastloss.io import Surface
+from fastloss.viz.curves import plot_curve_plane
+from fastloss.viz.surfaces import KINDS, PLOTTERS, plot_profile
+
+
+def plot_file(
+    path: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    metric: str = "train_loss",
+    kind: str = "contour",
+    dpi: int = 150,
+    **kwargs: Any,
+) -> str:
+    """Plot one metric of a surface file (the ``fastloss plot`` command). A 1D surface is
+    always drawn as a profile (``metric`` may then list several, comma-separated). ``out``
+    defaults to ``<file>_<metric>_<kind>.png``; its extension picks the format. Returns the
+    path written."""
+    if kind not in KINDS:
+        raise ArgumentError(f"unknown kind {kind!r}; choose from {list(KINDS)}")
+    surface = Surface.load(path)
+    names = [m.strip() for m in metric.split(",") if m.strip()]
+    for name in names:
+        surface.metric(name)  # KeyError listing the metrics the file has
+    if surface.y is None or kind == "profile":
+        kind = "profile"
+        fig = plot_profile(surface, names, **kwargs)
+    else:
+        if len(names) != 1:
+            raise ArgumentError(f"a {kind} plot shows one metric, got {names}")
+        if kind == "contour" and "xy" in (surface.attrs.get("curve") or {}):
+            # a curve plane: draw the curve
+            fig = plot_curve_plane(surface, metric=names[0], **kwargs)
+        else:
+            fig = PLOTTERS[kind](surface, names[0], **kwargs)
+    if out is None:
+        out = f"{os.path.splitext(os.fspath(path))[0]}_{'+'.join(names)}_{kind}.png"
+    fig.savefig(out, dpi=dpi)
+    return os.fspath(out)
