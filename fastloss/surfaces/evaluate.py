@@ -4,7 +4,6 @@ a resumable HDF5 file that loss-landscape's plotting scripts read."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 
@@ -16,6 +15,7 @@ from fastloss.core import Grid, Subspace, affine_coords
 from fastloss.engine import LossMetrics, MemorySink, check_metrics, collect_splits, prepare, run
 from fastloss.errors import ArgumentError, OutputExistsError
 from fastloss.io import Surface, SurfaceWriter
+from fastloss.io.hashing import tensor_digest
 from fastloss.io.hdf5 import LAYOUT
 from fastloss.ops.losses import Loss, PerSample, resolve_loss
 
@@ -87,7 +87,7 @@ def evaluate(
     value_names = [f"{split}_{m}" for split in splits for m in metrics]
     settings = {
         "grid": [list(map(float, xs)), None if ys is None else list(map(float, ys))],
-        "coords_hash": hashlib.sha256(coords.numpy().tobytes()).hexdigest()[:16],
+        "coords_hash": tensor_digest([("coords", coords)]),
         "metrics": value_names,
         "subspace": subspace.kind,
         "J": subspace.J,
