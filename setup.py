@@ -2,7 +2,8 @@
 
 FASTLOSS_FORCE_CPU=1 / FASTLOSS_FORCE_CUDA=1 override the choice; TORCH_CUDA_ARCH_LIST is
 respected (8.0 and 9.0 when unset and no GPU is visible). Build flags live in
-fastloss/_build.py, shared with the JIT build. Install with
+fastloss/_build.py, shared with the JIT build; the sources are listed in csrc/sources.txt,
+shared with CMakeLists.txt. Install with
 `pip install --no-build-isolation .` so the extension is compiled against the torch you run.
 """
 

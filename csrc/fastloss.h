@@ -49,23 +49,23 @@ namespace fastloss {
 
 using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
+// Helpers for the kernels, defined in fastloss.cpp.
 // Empty placeholder for a gradient that was not requested.
 at::Tensor no_grad_placeholder(const at::Tensor& like);
-
 // Calls through the dispatcher, so each device gets its own kernel.
 at::Tensor call_synthesize(const at::Tensor& basis, const at::Tensor& coords);
 at::Tensor call_combine(const at::Tensor& parts, const at::Tensor& coords,
                         const std::optional<at::Tensor>& bias);
+// Rows of points per chunk so that a chunk of synthesised weights stays near `budget_bytes`.
+int64_t points_per_chunk(int64_t K, int64_t weight_numel, int64_t element_size,
+                         int64_t budget_bytes);
 
-// Device-generic implementations (subspace_ops.cpp); the CUDA backend reuses them for
+// Device-generic implementations (subspace_linear.cpp); the CUDA backend reuses them for
 // the paths it does not specialise.
 at::Tensor subspace_linear_generic(const at::Tensor& x, const at::Tensor& weight,
                                    const std::optional<at::Tensor>& bias,
                                    const at::Tensor& coords);
 void check_subspace_linear_args(const at::Tensor& x, const at::Tensor& weight,
                                 const std::optional<at::Tensor>& bias, const at::Tensor& coords);
-// Rows of points per chunk so that a chunk of synthesised weights stays near `budget_bytes`.
-int64_t points_per_chunk(int64_t K, int64_t weight_numel, int64_t element_size,
-                         int64_t budget_bytes);
 
 }  // namespace fastloss

@@ -5,12 +5,14 @@ Kept free of fastloss imports so setup.py can load it by path before anything is
 
 from __future__ import annotations
 
-import glob
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSRC = os.path.join(ROOT, "csrc")
+SOURCE_LIST = os.path.join(CSRC, "sources.txt")
 DEFAULT_CUDA_ARCHS = "8.0;9.0"
+# Parts of csrc/sources.txt: every build, CUDA builds only, the pybind11 module (not in CMake).
+SOURCE_PARTS = ("ops", "cuda", "python")
 
 
 def want_cuda() -> bool:
@@ -39,15 +41,28 @@ def cuda_arch_list() -> str:
     return archs
 
 
+def source_list() -> list[tuple[str, str]]:
+    """(part, absolute path) for each entry of csrc/sources.txt (CMakeLists.txt reads it too)."""
+    entries = []
+    with open(SOURCE_LIST, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            fields = line.split()
+            if len(fields) != 2 or fields[0] not in SOURCE_PARTS:
+                raise ValueError(
+                    f"{SOURCE_LIST}:{number}: expected '<part> <path>' with part one of "
+                    f"{', '.join(SOURCE_PARTS)}, got {line!r}"
+                )
+            entries.append((fields[0], os.path.join(ROOT, fields[1])))
+    return entries
+
+
 def sources(with_cuda: bool) -> list[str]:
-    files = [
-        os.path.join(CSRC, name)
-        for name in ("fastloss.cpp", "python_module.cpp", "subspace_ops.cpp")
-    ]
-    files += sorted(glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))
-    if with_cuda:
-        files += sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cu")))
-    return files
+    """Absolute paths of the extension's sources: ops and python, plus cuda when with_cuda."""
+    parts = {"ops", "python", "cuda"} if with_cuda else {"ops", "python"}
+    return [path for part, path in source_list() if part in parts]
 
 
 def compile_args(with_cuda: bool) -> tuple[dict[str, list[str]], list[str]]:
@@ -86,16 +101,20 @@ def extension(with_cuda: bool | None = None):
 
 def jit_load(verbose: bool = False):
     """Builds and loads the extension in place with torch.utils.cpp_extension.load."""
+    import shlex
+
     from torch.utils.cpp_extension import load
 
     with_cuda = want_cuda()
     args, _ = compile_args(with_cuda)
+    # load() writes the flags into its ninja file as they are, and ninja runs them through a
+    # shell, so the quoted string defines ("2.14.1+cu130", "8.0;9.0") must be shell-quoted.
     return load(
         name="fastloss_C",
         sources=sources(with_cuda),
         extra_include_paths=[CSRC],
-        extra_cflags=args["cxx"],
-        extra_cuda_cflags=args.get("nvcc", []),
+        extra_cflags=[shlex.quote(a) for a in args["cxx"]],
+        extra_cuda_cflags=[shlex.quote(a) for a in args.get("nvcc", [])],
         extra_ldflags=["-fopenmp"],
         with_cuda=with_cuda,
         verbose=verbose,

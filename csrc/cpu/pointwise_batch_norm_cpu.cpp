@@ -13,7 +13,7 @@
 #include <cmath>
 #include <vector>
 
-#include "batch_norm_cpu.h"
+#include "pointwise_batch_norm_cpu.h"
 
 namespace fastloss {
 namespace {
