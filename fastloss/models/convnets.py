@@ -52,10 +52,10 @@ class LeNet5(nn.Sequential):
 
 
 class MPOConvNet(nn.Sequential):
-    """The conv net of the multi-point-optimization paper (appendix B): 3×3 convs (padding 1)
-    with ``channels`` (8, 32, 64), ReLU after each (BatchNorm before the ReLU when ``bn``),
-    adaptive average pooling to ``pool`` × ``pool`` (4×4), flatten, a ``hidden`` (128) unit
-    dense layer with ReLU, and the output layer.
+    """The conv net of Skorokhodov & Burtsev 2019 (multi-point optimization, appendix B):
+    3×3 convs (padding 1) with ``channels`` (8, 32, 64), ReLU after each (BatchNorm before
+    the ReLU when ``bn``), adaptive average pooling to ``pool`` × ``pool`` (4×4), flatten, a
+    ``hidden`` (128) unit dense layer with ReLU, and the output layer.
 
     The paper's batch-norm smoothing experiment uses ``channels=(8, 8, 32, 32, 64, 64)``
     (registered as ``mpo-cnn6`` / ``mpo-cnn6-bn``).
