@@ -19,6 +19,7 @@ from fastloss.cli.options import (
     axis,
     command,
     load_data_from,
+    print_ranges,
     run_options,
 )
 from fastloss.core import Grid
@@ -309,8 +310,7 @@ def _plane(args: argparse.Namespace) -> int:
     axes = f"x {x[0]:.3g}:{x[1]:.3g}:{x[2]}, y {y[0]:.3g}:{y[1]:.3g}:{y[2]}"
     points = int(np.prod(surface.shape))
     print(f"{args.out}: {points} points in {seconds:.1f} s; {axes}; {kind}")
-    for name, values in surface.values.items():
-        print(f"  {name:10s} min {float(values.min()):.4g}  max {float(values.max()):.4g}")
+    print_ranges(surface)
     figure = args.figure or f"{os.path.splitext(args.out)[0]}_{args.metric}.png"
     plot_curve_plane(surface, metric=args.metric).savefig(figure, dpi=150)
     print(f"figure: {figure}")

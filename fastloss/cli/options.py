@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from fastloss.data import Dataset, load_data, subsample
+from fastloss.io import Surface
 
 DTYPES = ("float32", "bfloat16", "float64")
 
@@ -100,6 +101,12 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
         "overwrite": args.overwrite,
         "progress": not args.quiet,
     }
+
+
+def print_ranges(surface: Surface) -> None:
+    """Each metric's min and max, one line each (what the surface commands print)."""
+    for name, values in surface.values.items():
+        print(f"  {name:10s} min {float(values.min()):.4g}  max {float(values.max()):.4g}")
 
 
 def add_eval_options(p: argparse.ArgumentParser) -> None:

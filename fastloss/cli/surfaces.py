@@ -8,7 +8,14 @@ import time
 import numpy as np
 from torch import nn
 
-from fastloss.cli.options import add_eval_options, axis, command, load_data_from, run_options
+from fastloss.cli.options import (
+    add_eval_options,
+    axis,
+    command,
+    load_data_from,
+    print_ranges,
+    run_options,
+)
 from fastloss.core import Grid, Line, Plane, Subspace
 from fastloss.errors import ArgumentError
 from fastloss.io import load_checkpoint
@@ -88,5 +95,4 @@ def _evaluate_to_file(
     seconds = time.perf_counter() - start
     points = int(np.prod(surface.shape))
     print(f"{args.out}: {points} points in {seconds:.1f} s ({points / seconds:.1f} points/s)")
-    for name, values in surface.values.items():
-        print(f"  {name:10s} min {float(values.min()):.4g}  max {float(values.max()):.4g}")
+    print_ranges(surface)
