@@ -22,7 +22,7 @@ OPTIMIZERS = ("sgd", "adam")
 class StepLoss(NamedTuple):
     """One step's loss at its S points (detached)."""
 
-    cross_entropy: Tensor  # [S] the mean loss over the batch (cross-entropy by default)
+    loss: Tensor  # [S] the mean loss over the batch (cross-entropy by default)
     correct: Tensor | None  # [S] int64 correct samples; None for a regression loss
 
 

@@ -53,7 +53,7 @@ from fastloss.io.hdf5 import (
     open_h5,
     put_json,
 )
-from fastloss.io.settings import canonical_json, first_difference, jsonable
+from fastloss.io.settings import canonical_json, first_difference, json_roundtrip, jsonable
 from fastloss.version import __version__
 
 __all__ = ["Surface", "SurfaceWriter", "atomic_h5_create"]
@@ -364,7 +364,7 @@ class SurfaceWriter:
             np.zeros(shape, dtype=bool),
             attrs=dict(attrs or {}),
             markers=cast(dict, dict(markers or {})),
-            settings=json.loads(canonical_json(settings)),
+            settings=json_roundtrip(settings),
         )
         self.resumed = False
         remove_stale_temporaries(self.path)
@@ -506,9 +506,9 @@ class SurfaceWriter:
             None if s.y is None else s.y.copy(),
             {m: v.copy() for m, v in s.values.items()},
             s.done.copy(),
-            json.loads(canonical_json(self._attrs)),
+            json_roundtrip(self._attrs),
             dict(self._markers),
-            json.loads(canonical_json(s.settings)),
+            json_roundtrip(s.settings),
         )
 
     def close(self) -> None:
