@@ -5,9 +5,14 @@ Workloads (Garipov et al. 2018's plane through three networks, K points of a gri
   (b) MLP 784-256-256-10 on 784-dim inputs, 2000 samples
   (c) the MPO conv net on 28x28 inputs, 500 samples
   (d) ResNet-20 on 32x32 inputs, with BN recompute
+  (e) the MPO conv net in 1D with BatchNorm1d on MNIST-1D, 4000 samples, BN recompute
+  (f) LeNet-5 on the digits (8x8), 1437 samples
+  (g) ResNet-8 with GroupNorm (residual adds, no BN) on the digits
 Methods: serial = set the weights, then a forward pass over the data (loss-landscape's
 loop; with BN, update_bn first); vmap = torch.func.vmap over stacked weights; fastloss in
 float32 and bfloat16. "limit" = the forward FLOPs over the GEMM rate measured in this run.
+Each fastloss run is profiled (fastloss.engine.profile_run): its top three ops by self time
+with their share of the run, and the largest share of a parameter-free op or copy.
 
     python bench/bench_grid.py [--device cuda] [--points 64] [--only a b]
 prints a Markdown table and writes bench/results/grid-<device>.json.
@@ -16,6 +21,7 @@ prints a Markdown table and writes bench/results/grid-<device>.json.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 
@@ -27,22 +33,30 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from fastloss import data as fl_data
 from fastloss.core import Plane, affine_coords
-from fastloss.engine import evaluate_serial
+from fastloss.engine import LossMetrics, evaluate_serial, has_batch_norm, prepare, profile_run
 from fastloss.models import build_model
-from fastloss.surfaces import evaluate
 
+RESNET8_GN = {"depth": 8, "norm": "group"}
 WORKLOADS = {
     "a": ("MLP 40-256-256-10, MNIST-1D", "mlp", (40,), 4000, {"widths": (256, 256)}),
     "b": ("MLP 784-256-256-10", "mlp", (784,), 2000, {"widths": (256, 256)}),
     "c": ("MPO conv net, 28x28", "mpo-cnn", (1, 28, 28), 500, {}),
     "d": ("ResNet-20, 32x32, BN recompute", "resnet20", (3, 32, 32), 500, {}),
+    "e": ("1D conv net + BN1d, MNIST-1D, BN recompute", "mpo-cnn-bn", (40,), 4000, {}),
+    "f": ("LeNet-5, digits 8x8", "lenet5", (1, 8, 8), 1437, {}),
+    "g": ("ResNet-8 + GroupNorm, digits 8x8", "resnet20", (1, 8, 8), 1437, RESNET8_GN),
 }
+BUILTIN_DATA = {"a": "mnist1d", "e": "mnist1d", "f": "digits", "g": "digits"}
+# Ops that do a layer's arithmetic; every other op is parameter-free (activations, pooling,
+# residual adds) or moves data (copies, layout changes).
+LAYER_OPS = re.compile(r"conv|mm|linear|batch_norm|group_norm|layer_norm|^fastloss::")
+PROFILED_OPS = 20  # enough to find the largest parameter-free op below the top three
 
 
 def make_data(key: str, shape, n: int, device):
-    if key == "a":
-        (x, y), _ = fl_data.load_builtin("mnist1d")
-        return x[:n].to(device), y[:n].to(device)
+    if key in BUILTIN_DATA:
+        (x, y), _ = fl_data.load_builtin(BUILTIN_DATA[key])
+        return x[:n].reshape(-1, *shape).to(device), y[:n].to(device)
     g = torch.Generator().manual_seed(0)
     return torch.randn(n, *shape, generator=g).to(device), torch.randint(
         0, 10, (n,), generator=g
@@ -119,8 +133,8 @@ def run(key, device, points, repeats):
     data = make_data(key, shape, n, device)
     coords = grid_coords(points)
     K = len(coords)
-    has_bn = key == "d"
     model = model.to(device)
+    has_bn = has_batch_norm(model)
     row = {"workload": key, "title": title, "points": K, "samples": n}
     serial_points = coords[: max(4, K // 8)]  # the serial loop is linear in K: time a slice
     t, (serial_loss, _) = timed(
@@ -140,15 +154,18 @@ def run(key, device, points, repeats):
         row["vmap_ms_per_point"] = 1e3 * t / K
     results = {}
     for label, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
-        t, surface = timed(
-            lambda dtype=dtype: evaluate(
-                model, plane, coords, train=data, device=device, dtype=dtype, progress=False
-            ),
-            device,
-            repeats,
+        ev = prepare(model, plane, {"train": data}, device=device, dtype=dtype)
+        best = None
+        for _ in range(repeats):
+            prof = profile_run(ev, coords, LossMetrics(ev.loss), top=PROFILED_OPS)
+            best = prof if best is None or prof.seconds < best.seconds else best
+        results[label] = best.values["train_loss"].reshape(-1)
+        row[f"fastloss_{label}_ms_per_point"] = best.ms_per_point
+        row[f"{label}_top_ops"] = [[op.name, op.share] for op in best.ops[:3]]
+        other = [op for op in best.ops if not LAYER_OPS.search(op.name)]
+        row[f"{label}_largest_parameter_free_op"] = (
+            [other[0].name, other[0].share] if other else ["-", 0.0]
         )
-        results[label] = surface.values["train_loss"].reshape(-1)
-        row[f"fastloss_{label}_ms_per_point"] = 1e3 * t / K
     fp32 = results["fp32"]
     row["fp32_max_rel_error_vs_serial"] = float(
         np.max(np.abs(fp32[: len(serial_loss)] - serial_loss) / np.abs(serial_loss))
@@ -173,6 +190,14 @@ def run(key, device, points, repeats):
     return row
 
 
+def short(name: str) -> str:
+    return name.removeprefix("aten::")
+
+
+def ops_cell(ops) -> str:
+    return ", ".join(f"{short(name)} {100 * share:.0f}%" for name, share in ops)
+
+
 def markdown(rows) -> str:
     head = (
         "| workload | K | N | serial ms/pt | vmap ms/pt | fastloss fp32 ms/pt "
@@ -190,6 +215,17 @@ def markdown(rows) -> str:
             f"{r['speedup_bf16']:.2f} | {vs} | {r['limit_fp32_ms_per_point']:.2f} | "
             f"{r['limit_bf16_ms_per_point']:.2f} | {r['bf16_max_rel_error_vs_fp32']:.1e} |"
         )
+    head = (
+        "| workload | fp32: top 3 ops (share of the run) | fp32: largest parameter-free op "
+        "or copy | bf16: top 3 ops | bf16: largest parameter-free op or copy |"
+    )
+    lines += ["", head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        cells = [f"({r['workload']})"]
+        for label in ("fp32", "bf16"):
+            name, share = r[f"{label}_largest_parameter_free_op"]
+            cells += [ops_cell(r[f"{label}_top_ops"]), f"{short(name)} {100 * share:.0f}%"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

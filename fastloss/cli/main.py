@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fastloss.cli import curve, demo, info, plot, surfaces, train, video
+from fastloss.cli import curve, demo, info, plot, profile, surfaces, train, video
 from fastloss.cli.options import as_flags
 from fastloss.errors import FastlossError
 
-GROUPS = (info, train, surfaces, plot, demo, curve, video)
+GROUPS = (info, train, surfaces, profile, plot, demo, curve, video)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,15 +30,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="The plane through three checkpoints, or around "
         "one checkpoint along two random filter-normalised directions.",
     )
-    plane.add_argument("checkpoints", nargs="+", help="three checkpoints, or one")
-    plane.add_argument("--y", type=axis, help="y axis as lo:hi:n")
-    plane.add_argument("--seed", type=int, default=0, help="seed of the random directions")
-    plane.add_argument("--norm", choices=("filter", "layer", "none"), default="filter")
-    plane.add_argument(
-        "--keep-biasbn",
-        action="store_true",
-        help="random directions also move biases and norm parameters",
-    )
+    add_plane_options(plane)
     add_eval_options(plane)
     command(plane, _plane)
 
@@ -52,7 +44,21 @@ def register(commands: argparse._SubParsersAction) -> None:
     command(line, _line)
 
 
-def _plane(args: argparse.Namespace) -> int:
+def add_plane_options(p: argparse.ArgumentParser) -> None:
+    """The plane's checkpoints and its random directions (``plane`` and ``profile``)."""
+    p.add_argument("checkpoints", nargs="+", help="three checkpoints, or one")
+    p.add_argument("--y", type=axis, help="y axis as lo:hi:n")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random directions")
+    p.add_argument("--norm", choices=("filter", "layer", "none"), default="filter")
+    p.add_argument(
+        "--keep-biasbn",
+        action="store_true",
+        help="random directions also move biases and norm parameters",
+    )
+
+
+def plane_from(args: argparse.Namespace) -> tuple[nn.Module, Plane, Grid]:
+    """The model, the plane and the grid that `add_plane_options` and ``--x``/``--y`` name."""
     if len(args.checkpoints) not in (1, 3):
         raise ArgumentError(
             "give three checkpoints (the plane through them) or one (with two random directions)"
@@ -67,7 +73,12 @@ def _plane(args: argparse.Namespace) -> int:
     default = (-0.5, 1.5, 41) if len(args.checkpoints) == 3 else (-1.0, 1.0, 41)
     x = args.x or default
     y = args.y or (x if len(args.checkpoints) == 1 else (-0.5, 1.5, x[2]))
-    _evaluate_to_file(args, subspace, model, Grid(x=x, y=y))
+    return model, subspace, Grid(x=x, y=y)
+
+
+def _plane(args: argparse.Namespace) -> int:
+    model, subspace, grid = plane_from(args)
+    _evaluate_to_file(args, subspace, model, grid)
     return 0
 
 

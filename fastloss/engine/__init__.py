@@ -3,7 +3,8 @@
 `prepare` checks the inputs and builds an `Evaluation` (batched model, data on the device);
 `run` evaluates points chunk by chunk (tile planning, BN recompute, out-of-memory retry,
 progress, resume) into a sink. What is computed per point is a reducer (`reducers`); where
-results go is a sink (`sinks`). `evaluate_serial` is the plain loop it is checked against.
+results go is a sink (`sinks`). `evaluate_serial` is the plain loop it is checked against;
+`profile_run` shows where a run's time goes.
 """
 
 from fastloss.engine.inputs import (
@@ -26,6 +27,7 @@ from fastloss.engine.loop import (
     run,
     run_in_memory,
 )
+from fastloss.engine.profile import OpTime, RunProfile, profile_run
 from fastloss.engine.progress import progress_bar
 from fastloss.engine.reducers import (
     EnsembleWithReference,
@@ -46,10 +48,12 @@ __all__ = [
     "Evaluation",
     "LossMetrics",
     "MemorySink",
+    "OpTime",
     "Predictions",
     "Probabilities",
     "Reducer",
     "RunInfo",
+    "RunProfile",
     "Sink",
     "as_tensors",
     "batches",
@@ -65,6 +69,7 @@ __all__ = [
     "largest_activation_bytes",
     "plan_tiles",
     "prepare",
+    "profile_run",
     "progress_bar",
     "recompute_bn",
     "run",

@@ -7,6 +7,7 @@ is ``W_k = sum_j coords[k, j] * W_j``. Each op has a reference in `fastloss.ops.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -205,9 +206,11 @@ def pointwise_batch_norm(
             num_batches_tracked,
         )
     if _is_channels_last_per_point(x):
-        # Statistics are over (B, H, W) per channel: in NHWC memory that is [K, B·H·W, C, 1].
-        k, b, c, h, w = x.shape
-        rows = x.permute(0, 1, 3, 4, 2).reshape(k, b * h * w, c, 1)
+        # Statistics are over (B, *spatial) per channel: in channels-last memory that is
+        # [K, B·spatial, C, 1].
+        k, b, c, *spatial = x.shape
+        last = (0, 1, *range(3, x.dim()), 2)
+        rows = x.permute(last).reshape(k, -1, c, 1)
         y = pointwise_batch_norm(
             rows,
             running_mean,
@@ -220,7 +223,8 @@ def pointwise_batch_norm(
             eps,
             num_batches_tracked,
         )
-        return y.view(k, b, h, w, c).permute(0, 1, 4, 2, 3)
+        first = (0, 1, x.dim() - 1, *range(2, x.dim() - 1))
+        return y.view(k, b, *spatial, c).permute(first)
     use_batch_stats = training or running_mean is None
     y, mean, invstd = torch.ops.fastloss.pointwise_batch_norm(
         x,
@@ -248,8 +252,14 @@ def pointwise_batch_norm(
 
 
 def _is_channels_last_per_point(x: Tensor) -> bool:
-    """``[K, B, C, H, W]`` laid out as ``[K, B, H, W, C]`` (what subspace_conv2d produces)."""
-    return x.dim() == 5 and x.shape[2] > 1 and x.permute(0, 1, 3, 4, 2).is_contiguous()
+    """``[K, B, C, *spatial]`` laid out as ``[K, B, *spatial, C]`` (what subspace_conv1d and
+    subspace_conv2d produce on the CPU)."""
+    return (
+        x.dim() in (4, 5)
+        and x.shape[2] > 1
+        and math.prod(x.shape[3:]) > 1  # [K, N, C, 1] rows are already what the kernel reads
+        and x.permute(0, 1, *range(3, x.dim()), 2).is_contiguous()
+    )
 
 
 def point_loss(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,6 +1,7 @@
 """Loss surfaces: the metrics of one model at every point of a grid on a plane or a line
 (Li et al. 2018; Garipov et al. 2018, Fig. 2), as a `fastloss.io.Surface`, in memory or in
-a resumable HDF5 file that loss-landscape's plotting scripts read."""
+a resumable HDF5 file that loss-landscape's plotting scripts read; and `profile_surface`,
+what such a surface will cost before it is run."""
 
 from __future__ import annotations
 
@@ -12,7 +13,16 @@ import torch
 from torch import Tensor, nn
 
 from fastloss.core import Grid, Subspace, affine_coords
-from fastloss.engine import LossMetrics, MemorySink, check_metrics, collect_splits, prepare, run
+from fastloss.engine import (
+    LossMetrics,
+    MemorySink,
+    RunProfile,
+    check_metrics,
+    collect_splits,
+    prepare,
+    profile_run,
+    run,
+)
 from fastloss.errors import ArgumentError, OutputExistsError
 from fastloss.io import Surface, SurfaceWriter
 from fastloss.io.hashing import tensor_digest
@@ -129,3 +139,44 @@ def _timings(info) -> dict[str, float | int]:
     if info.points_per_chunk is not None:
         timings.update(points_per_chunk=info.points_per_chunk, eval_batch_size=info.eval_batch_size)
     return timings
+
+
+def profile_surface(
+    model: nn.Module,
+    subspace: Subspace,
+    grid: Grid | Tensor,
+    train=None,
+    test=None,
+    points: int = 16,
+    dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16),
+    bn: str = "recompute",
+    batch_size: int | None = None,
+    device: str | torch.device | None = None,
+    loss: str | PerSample | Loss = "cross_entropy",
+    top: int = 5,
+) -> dict[torch.dtype, RunProfile]:
+    """`evaluate` on ``points`` points spread evenly over ``grid``, once per dtype, under the
+    profiler: the points per second and the top ``top`` ops of each (see
+    `fastloss.engine.profile_run`). The profiles' ``values`` hold the points' metrics, so
+    the dtypes' losses can be compared."""
+    if points < 1:
+        raise ArgumentError(f"points must be >= 1, got {points}")
+    spec = resolve_loss(loss)
+    splits = collect_splits(spec, train=train, test=test)
+    coords, _, _ = grid_points(subspace, grid)
+    pick = np.unique(np.linspace(0, coords.shape[0] - 1, min(points, coords.shape[0])).round())
+    coords = coords[torch.as_tensor(pick, dtype=torch.long)]
+    out = {}
+    for dtype in dtypes:
+        ev = prepare(
+            model,
+            subspace,
+            splits,
+            loss=spec,
+            bn=bn,
+            batch_size=batch_size,
+            device=device,
+            dtype=None if dtype == torch.float32 else dtype,
+        )
+        out[dtype] = profile_run(ev, coords, LossMetrics(spec), top=top)
+    return out

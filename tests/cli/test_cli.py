@@ -19,7 +19,7 @@ def fastloss(*args, cwd=None, check=True):
     return result
 
 
-@pytest.mark.parametrize("command", ["info", "train", "plane", "line", "plot", "demo"])
+@pytest.mark.parametrize("command", ["info", "train", "plane", "line", "profile", "plot", "demo"])
 def test_every_command_has_help(command):
     assert "usage: fastloss" in fastloss(command, "--help").stdout
 
@@ -103,6 +103,22 @@ def test_train_plane_line_plot(tmp_path):
     png = str(tmp_path / "fig.png")
     fastloss("plot", surface_path, "--out", png, "--metric", "test_loss")
     assert os.path.getsize(png) > 10_000
+
+
+def test_profile_prints_speed_and_top_ops_per_dtype(tmp_path):
+    ckpt = str(tmp_path / "lenet.pt")
+    fastloss("train", "--model", "lenet5", "--data", "digits", "--epochs", "1", "--out", ckpt)
+    common = ["--data", "digits", "--train-samples", "200", "--test-samples", "100"]
+    out = fastloss("profile", ckpt, *common, "--points", "4", "--top", "3").stdout
+    lines = out.splitlines()
+    assert lines[0].startswith("LeNet5, ") and "200 train + 100 test samples, 4 points" in lines[0]
+    rows = {line.split()[0]: line.split() for line in lines[2:4]}
+    assert set(rows) == {"float32", "bfloat16"}
+    assert float(rows["float32"][1]) > 0 and rows["float32"][3] == "-"
+    assert float(rows["bfloat16"][3]) < 5e-2  # bf16's max relative loss error vs float32
+    assert sum(line.startswith("  ") for line in lines) == 6  # 3 ops per dtype
+    line = one_line_error(fastloss("profile", ckpt, *common, "--points", "0", check=False))
+    assert line == "fastloss profile: points must be >= 1, got 0"
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):

@@ -115,6 +115,26 @@ def test_subspace_conv_noncontiguous_channels_last(device):
     assert_matches(out, ref, torch.float32)
 
 
+def test_subspace_conv1d_cpu_output_is_channels_last():
+    # On the CPU a 1D convolution runs as a 2D one of height 1 in channels-last layout: its
+    # output is [K, B, Co, L] laid out [K, B, L, Co], and the next convolution reads that
+    # layout as it is. Both must still match the reference.
+    K, J, B = 3, 2, 4
+    x = tensor(B, 3, 11, dtype=torch.float32, device="cpu")
+    w1 = tensor(J, 6, 3, 3, dtype=torch.float32, device="cpu")
+    w2 = tensor(J, 5, 6, 3, dtype=torch.float32, device="cpu")
+    b1 = tensor(J, 6, dtype=torch.float32, device="cpu")
+    coords = _coords(K, J, torch.float32, "cpu")
+    h = ops.subspace_conv1d(x, w1, b1, coords, padding=1)
+    assert h.permute(0, 1, 3, 2).is_contiguous() and not h.is_contiguous()
+    ref_h = reference.subspace_conv(x, w1, b1, coords, [1], [1], [1], 1)
+    assert_matches(h, ref_h, torch.float32)
+    out = ops.subspace_conv1d(h, w2, None, coords, stride=2)
+    assert_matches(
+        out, reference.subspace_conv(ref_h, w2, None, coords, [2], [0], [1], 1), torch.float32
+    )
+
+
 @pytest.mark.parametrize("device", devices)
 @pytest.mark.parametrize("dtype", dtypes)
 @pytest.mark.parametrize("training", [True, False])
@@ -205,12 +225,15 @@ def test_synthesize_and_combine(device):
 
 
 @pytest.mark.parametrize("device", devices)
-def test_pointwise_batch_norm_channels_last_per_point(device):
-    # subspace_conv2d hands BN a [K, B, C, H, W] laid out [K, B, H, W, C] on the CPU.
+@pytest.mark.parametrize("spatial", [1, 2])
+def test_pointwise_batch_norm_channels_last_per_point(device, spatial):
+    # On the CPU subspace_conv2d hands BN a [K, B, C, H, W] laid out [K, B, H, W, C], and
+    # subspace_conv1d a [K, B, C, L] laid out [K, B, L, C].
     K, J, B, C = 3, 2, 4, 5
-    x = tensor(K * B, C, 6, 6, dtype=torch.float64, device=device)
-    x = x.to(memory_format=torch.channels_last).view(K, B, C, 6, 6)
-    assert x.permute(0, 1, 3, 4, 2).is_contiguous()
+    size = [6, 7][:spatial]
+    x = tensor(K, B, *size, C, dtype=torch.float64, device=device)
+    x = x.permute(0, 1, spatial + 2, *range(2, spatial + 2))
+    assert not x.is_contiguous()
     weight, bias = (tensor(J, C, dtype=torch.float64, device=device) for _ in range(2))
     coords = tensor(K, J, dtype=torch.float64, device=device)
     stats = [torch.zeros(K, C, dtype=torch.float64, device=device) for _ in range(2)]

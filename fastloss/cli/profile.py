@@ -1,0 +1,78 @@
+"""``fastloss profile``: where a plane's evaluation spends its time, per dtype."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from fastloss.cli.options import DTYPES, add_data_options, axis, command, load_data_from
+from fastloss.cli.surfaces import add_plane_options, plane_from
+from fastloss.engine import default_device, has_batch_norm
+from fastloss.surfaces import profile_surface
+
+NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "profile",
+        help="where a plane's evaluation spends its time, in float32 and bfloat16",
+        description="Evaluate a few points of the plane that `fastloss plane` would, once per "
+        "dtype, under torch.profiler: points per second, the ops that take the most time "
+        "(share of the run, ms per point), and bfloat16's loss error against float32.",
+    )
+    add_plane_options(p)
+    add_data_options(p)
+    p.add_argument("--x", type=axis, help="x axis as lo:hi:n")
+    p.add_argument("--points", type=int, default=16, help="points to time (default 16)")
+    p.add_argument(
+        "--dtypes", nargs="+", choices=DTYPES, default=["float32", "bfloat16"], metavar="DTYPE"
+    )
+    p.add_argument("--bn", choices=("recompute", "fixed"), default="recompute")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--top", type=int, default=5, help="ops listed per dtype (default 5)")
+    command(p, _profile)
+
+
+def _profile(args: argparse.Namespace) -> int:
+    model, subspace, grid = plane_from(args)
+    train, test = load_data_from(args)
+    device = default_device(args.device)
+    profiles = profile_surface(
+        model,
+        subspace,
+        grid,
+        train=train,
+        test=test,
+        points=args.points,
+        dtypes=tuple(NAMES[d] for d in dict.fromkeys(args.dtypes)),
+        bn=args.bn,
+        batch_size=args.batch_size,
+        device=device,
+        top=args.top,
+    )
+    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    first = next(iter(profiles.values()))
+    print(
+        f"{type(model).__name__}, {sum(p.numel() for p in model.parameters()):,} parameters, "
+        f"{len(train[0])} train + {len(test[0])} test samples, {first.points} points, "
+        f"BatchNorm {args.bn if has_batch_norm(model) else 'none'}, "
+        f"{device}{threads}"
+    )
+    reference = profiles.get(torch.float32)
+    print(f"{'dtype':9s} {'points/s':>9s} {'ms/point':>9s}  max rel loss error vs float32")
+    for dtype, prof in profiles.items():
+        error = "-"
+        if reference is not None and dtype != torch.float32:
+            want, got = reference.values["train_loss"], prof.values["train_loss"]
+            error = f"{float(np.max(np.abs(got - want) / np.abs(want))):.1e}"
+        name = str(dtype).removeprefix("torch.")
+        print(f"{name:9s} {prof.points_per_second:9.2f} {prof.ms_per_point:9.1f}  {error}")
+    for dtype, prof in profiles.items():
+        print(f"top ops, {str(dtype).removeprefix('torch.')}: share of the run, ms per point")
+        for op in prof.ops:
+            print(f"  {op.name:40s} {100 * op.share:5.1f}%  {op.ms_per_point:8.2f}")
+    return 0
