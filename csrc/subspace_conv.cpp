@@ -176,13 +176,19 @@ Grads subspace_conv_backward_generic(const at::Tensor& grad_out, const at::Tenso
   TORCH_CHECK(grad_out.dim() == n + 3 && grad_out.size(0) == K && grad_out.size(2) == Co,
               "subspace_conv_backward: grad_out must be [K, B, Co, *out_spatial] with K = ", K,
               ", Co = ", Co, ", got shape ", grad_out.sizes());
-  const auto dy = grad_out.contiguous();
+  // The shared-input path reads dy as one [K, B·Co·spatial] matrix; the per-point path hands
+  // each point's slice to oneDNN in the layout of the forward (channels-last 2D on the CPU,
+  // where the backward convolutions run 2x faster too).
+  const bool shared = x.dim() == n + 2;
+  const bool channels_last = n == 2 && groups == 1 && x.is_cpu();
+  const auto layout = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto dy = shared ? grad_out.contiguous() : grad_out;
   const int64_t B = dy.size(1), per_point = dy.numel() / std::max<int64_t>(K, 1);
   const auto c = coords_like(coords, dy);
   at::Tensor gx = no_grad_placeholder(x), gw = no_grad_placeholder(x), gb = no_grad_placeholder(x);
   at::Tensor gc = mask[3] ? at::zeros({K, J}, dy.options()) : no_grad_placeholder(x);
 
-  if (x.dim() == n + 2) {
+  if (shared) {
     const auto ws = stack_conv_weight(weight, groups);
     if (mask[0] || mask[1]) {
       // Σ_k c_kj dy_k, laid out as the gradient of the stacked convolution's output.
@@ -214,10 +220,11 @@ Grads subspace_conv_backward_generic(const at::Tensor& grad_out, const at::Tenso
       for (int64_t i = 0; i < kc; ++i) {
         const int64_t k = k0 + i;
         auto [gx_k, gw_k, unused] = at::convolution_backward(
-            dy.select(0, k), x.select(0, k), wk.select(0, i), std::nullopt, a.stride, a.padding,
+            dy.select(0, k).contiguous(layout), x.select(0, k).contiguous(layout), wk.select(0, i),
+            std::nullopt, a.stride, a.padding,
             a.dilation, false, a.output_padding, groups, {mask[0], M.defined(), false});
         if (mask[0]) gx.select(0, k).copy_(gx_k);
-        if (M.defined()) M.select(0, i).copy_(gw_k.reshape({wn}));
+        if (M.defined()) M.select(0, i).view(weight.sizes().slice(1)).copy_(gw_k);
       }
       if (mask[1]) gw_acc.addmm_(c.narrow(0, k0, kc).t().to(gw_acc.scalar_type()), M.to(gw_acc.scalar_type()));
       if (mask[3]) gc.narrow(0, k0, kc).add_(at::mm(M, weight.reshape({J, wn}).t()));

@@ -12,6 +12,7 @@ first unfinished chunk. On CUDA out-of-memory the chunk is halved and retried.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,6 +106,8 @@ def prepare(
     bn_mode = check_bn(bn, model, splits)
     check_data_fits(model, splits, spec)
     work_dtype = dtype or torch.float32
+    if device.type == "cpu" and work_dtype == torch.bfloat16:
+        warn_if_no_native_bf16()
     batched = batch(model, subspace.to(device, work_dtype)).to(device)
     batched.eval()
     target_dtype = opmath(work_dtype)  # regression targets keep float32 beside bf16 outputs
@@ -125,6 +128,26 @@ def prepare(
             s: {"n": int(x.shape[0]), "hash": data_hash(x, y)} for s, (x, y) in splits.items()
         },
     )
+
+
+_warned_bf16 = False
+
+
+def warn_if_no_native_bf16() -> None:
+    """Once per process: bf16 on a CPU without native bf16 instructions (AVX-512 BF16, AMX)
+    is slower than float32, because PyTorch has no fast bf16 convolution or GEMM there."""
+    global _warned_bf16
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a private PyTorch check: assume native if absent
+        native = True
+    if not native and not _warned_bf16:
+        _warned_bf16 = True
+        warnings.warn(
+            "fastloss: this CPU has no native bfloat16 (AVX-512 BF16 or AMX), so bfloat16 "
+            "runs slower than float32 here; `fastloss profile` compares the two",
+            stacklevel=3,
+        )
 
 
 @dataclass

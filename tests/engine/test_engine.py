@@ -1,6 +1,8 @@
 """The engine's extension points: losses, reducers and sinks, each checked against the plain
 serial loop; the out-of-memory retry; resuming from a sink."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -164,3 +166,18 @@ def test_every_user_error_is_a_fastloss_error():
         predict(model, plane, COORDS[:, :2], torch.zeros(3, 3))  # coords of another J
     with pytest.raises(FastlossError):
         evaluate(model, plane, COORDS, train=(torch.zeros(4, 5), torch.zeros(4)), loss="mse")
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_native_bf16_warns_once(monkeypatch, native):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    monkeypatch.setattr(loop_module, "_warned_bf16", False)
+    model, plane = regression_plane()
+    data = {"train": regression_data()}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            prepare(model, plane, data, loss="mse", device="cpu", dtype=torch.bfloat16)
+        prepare(model, plane, data, loss="mse", device="cpu")
+    said = [w for w in caught if "no native bfloat16" in str(w.message)]
+    assert len(said) == (0 if native else 1)
