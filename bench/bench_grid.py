@@ -260,6 +260,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--dtypes", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"])
     parser.add_argument(
+        "--skip-bf16",
+        nargs="+",
+        choices=list(WORKLOADS),
+        default=[],
+        help="workloads timed in fp32 only (on a CPU without native bf16 a conv net's bf16 "
+        "point takes minutes)",
+    )
+    parser.add_argument(
         "--bf16-points",
         type=int,
         help="time bf16 on the first N points only (a CPU without native bf16 is slow)",
@@ -269,7 +277,15 @@ def main() -> None:
     device = torch.device(args.device)
     points = args.points or (64 if device.type == "cpu" else 2601)
     rows = [
-        run(key, device, points, args.repeats, args.dtypes, args.bf16_points) for key in args.only
+        run(
+            key,
+            device,
+            points,
+            args.repeats,
+            [d for d in args.dtypes if not (d == "bf16" and key in args.skip_bf16)],
+            args.bf16_points,
+        )
+        for key in args.only
     ]
     print(markdown(rows))
     label = str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)
