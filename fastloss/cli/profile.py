@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import sys
+import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -10,6 +15,7 @@ import torch
 from fastloss.cli.options import DTYPES, add_data_options, axis, command, load_data_from
 from fastloss.cli.surfaces import add_plane_options, plane_from
 from fastloss.engine import default_device, has_batch_norm
+from fastloss.engine.loop import native_bf16
 from fastloss.surfaces import profile_surface
 
 NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -37,29 +43,47 @@ def register(commands: argparse._SubParsersAction) -> None:
     command(p, _profile)
 
 
+@contextlib.contextmanager
+def profiler_logs_hidden() -> Iterator[None]:
+    """torch.profiler's C++ side writes its own lines to stderr (start and stop, and an error
+    line on a machine with a CUDA build but no GPU): hidden while it runs."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _profile(args: argparse.Namespace) -> int:
     model, subspace, grid = plane_from(args)
     train, test = load_data_from(args)
     device = default_device(args.device)
-    profiles = profile_surface(
-        model,
-        subspace,
-        grid,
-        train=train,
-        test=test,
-        points=args.points,
-        dtypes=tuple(NAMES[d] for d in dict.fromkeys(args.dtypes)),
-        bn=args.bn,
-        batch_size=args.batch_size,
-        device=device,
-        top=args.top,
-    )
-    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    with warnings.catch_warnings(), profiler_logs_hidden():
+        # bf16 on a CPU without native bf16 is said below, with its measured cost.
+        warnings.filterwarnings("ignore", message=".*no native bfloat16")
+        profiles = profile_surface(
+            model,
+            subspace,
+            grid,
+            train=train,
+            test=test,
+            points=args.points,
+            dtypes=tuple(NAMES[d] for d in dict.fromkeys(args.dtypes)),
+            bn=args.bn,
+            batch_size=args.batch_size,
+            device=device,
+            top=args.top,
+        )
+    threads = f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else ""
     first = next(iter(profiles.values()))
+    bn = f", BatchNorm {args.bn}" if has_batch_norm(model) else ""
     print(
         f"{type(model).__name__}, {sum(p.numel() for p in model.parameters()):,} parameters, "
-        f"{len(train[0])} train + {len(test[0])} test samples, {first.points} points, "
-        f"BatchNorm {args.bn if has_batch_norm(model) else 'none'}, "
+        f"{len(train[0])} train + {len(test[0])} test samples, {first.points} points{bn}, "
         f"{device}{threads}"
     )
     reference = profiles.get(torch.float32)
@@ -71,6 +95,10 @@ def _profile(args: argparse.Namespace) -> int:
             error = f"{float(np.max(np.abs(got - want) / np.abs(want))):.1e}"
         name = str(dtype).removeprefix("torch.")
         print(f"{name:9s} {prof.points_per_second:9.2f} {prof.ms_per_point:9.1f}  {error}")
+    bf16 = profiles.get(torch.bfloat16)
+    if reference is not None and bf16 is not None and bf16.seconds > reference.seconds:
+        why = "" if device.type != "cpu" or native_bf16() else " (this CPU has no native bfloat16)"
+        print(f"bfloat16 is {bf16.seconds / reference.seconds:.1f}x slower than float32 here{why}")
     for dtype, prof in profiles.items():
         print(f"top ops, {str(dtype).removeprefix('torch.')}: share of the run, ms per point")
         for op in prof.ops:

@@ -133,15 +133,19 @@ def prepare(
 _warned_bf16 = False
 
 
+def native_bf16() -> bool:
+    """Whether this CPU has native bf16 instructions (what oneDNN's bf16 kernels need)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a private PyTorch check: assume native if absent
+        return True
+
+
 def warn_if_no_native_bf16() -> None:
     """Once per process: bf16 on a CPU without native bf16 instructions (AVX-512 BF16, AMX)
     is slower than float32, because PyTorch has no fast bf16 convolution or GEMM there."""
     global _warned_bf16
-    try:
-        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a private PyTorch check: assume native if absent
-        native = True
-    if not native and not _warned_bf16:
+    if not native_bf16() and not _warned_bf16:
         _warned_bf16 = True
         warnings.warn(
             "fastloss: this CPU has no native bfloat16 (AVX-512 BF16 or AMX), so bfloat16 "
