@@ -86,6 +86,12 @@ bool runs_as_2d(const at::Tensor& x, const at::Tensor& weight, int64_t groups) {
   return weight.dim() == 4 && groups == 1 && x.is_cpu();
 }
 
+// The CPU's 2D convolutions take and give channels-last tensors per point (see
+// subspace_conv_generic), forward and backward.
+bool channels_last_2d(const at::Tensor& x, int64_t spatial, int64_t groups) {
+  return spatial == 2 && groups == 1 && x.is_cpu();
+}
+
 std::tuple<std::vector<int64_t>, std::vector<int64_t>, std::vector<int64_t>> as_2d(const ConvArgs& a) {
   return {{1, a.stride[0]}, {0, a.padding[0]}, {1, a.dilation[0]}};
 }
@@ -108,7 +114,7 @@ at::Tensor subspace_conv_generic(const at::Tensor& x, const at::Tensor& weight,
   // outputs are produced channels-last per point: [K, B, Co, Ho, Wo] with strides of
   // [K, B, Ho, Wo, Co]. Merging K and B then gives a channels-last [K·B, Co, Ho, Wo] for the
   // layers that follow, and the next convolution reads it without a layout change.
-  const bool channels_last = n == 2 && groups == 1 && x.is_cpu();
+  const bool channels_last = channels_last_2d(x, n, groups);
   if (x.dim() == n + 2) {
     const std::optional<at::Tensor> bias3 =
         has(bias) ? std::optional<at::Tensor>(bias->reshape({J, groups, Co / groups})) : std::nullopt;
@@ -180,7 +186,7 @@ Grads subspace_conv_backward_generic(const at::Tensor& grad_out, const at::Tenso
   // each point's slice to oneDNN in the layout of the forward (channels-last 2D on the CPU,
   // where the backward convolutions run 2x faster too).
   const bool shared = x.dim() == n + 2;
-  const bool channels_last = n == 2 && groups == 1 && x.is_cpu();
+  const bool channels_last = channels_last_2d(x, n, groups);
   const auto layout = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const auto dy = shared ? grad_out.contiguous() : grad_out;
   const int64_t B = dy.size(1), per_point = dy.numel() / std::max<int64_t>(K, 1);

@@ -70,8 +70,8 @@ def load_data_from(args: argparse.Namespace) -> tuple[Dataset, Dataset]:
     return train, test
 
 
-def add_run_options(p: argparse.ArgumentParser) -> None:
-    """BN mode, batch size, dtype, device, overwrite and quiet: every evaluating command."""
+def add_device_options(p: argparse.ArgumentParser) -> None:
+    """BN mode, batch size and device: how any evaluation runs."""
     p.add_argument(
         "--bn",
         choices=("recompute", "fixed"),
@@ -80,8 +80,13 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         "the first network",
     )
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """`add_device_options`, dtype, overwrite and quiet: every evaluating command."""
+    add_device_options(p)
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument(
         "--overwrite",
         action="store_true",

@@ -12,13 +12,19 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from fastloss.cli.options import DTYPES, add_data_options, axis, command, load_data_from
+from fastloss.cli.options import (
+    DTYPES,
+    add_data_options,
+    add_device_options,
+    axis,
+    command,
+    dtype,
+    load_data_from,
+)
 from fastloss.cli.surfaces import add_plane_options, plane_from
 from fastloss.engine import default_device, has_batch_norm
 from fastloss.engine.loop import native_bf16
 from fastloss.surfaces import profile_surface
-
-NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -36,9 +42,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--dtypes", nargs="+", choices=DTYPES, default=["float32", "bfloat16"], metavar="DTYPE"
     )
-    p.add_argument("--bn", choices=("recompute", "fixed"), default="recompute")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    add_device_options(p)
     p.add_argument("--top", type=int, default=5, help="ops listed per dtype (default 5)")
     command(p, _profile)
 
@@ -72,7 +76,7 @@ def _profile(args: argparse.Namespace) -> int:
             train=train,
             test=test,
             points=args.points,
-            dtypes=tuple(NAMES[d] for d in dict.fromkeys(args.dtypes)),
+            dtypes=tuple(dtype(d) or torch.float32 for d in dict.fromkeys(args.dtypes)),
             bn=args.bn,
             batch_size=args.batch_size,
             device=device,
@@ -88,19 +92,19 @@ def _profile(args: argparse.Namespace) -> int:
     )
     reference = profiles.get(torch.float32)
     print(f"{'dtype':9s} {'points/s':>9s} {'ms/point':>9s}  max rel loss error vs float32")
-    for dtype, prof in profiles.items():
+    for kind, prof in profiles.items():
         error = "-"
-        if reference is not None and dtype != torch.float32:
+        if reference is not None and kind != torch.float32:
             want, got = reference.values["train_loss"], prof.values["train_loss"]
             error = f"{float(np.max(np.abs(got - want) / np.abs(want))):.1e}"
-        name = str(dtype).removeprefix("torch.")
+        name = str(kind).removeprefix("torch.")
         print(f"{name:9s} {prof.points_per_second:9.2f} {prof.ms_per_point:9.1f}  {error}")
     bf16 = profiles.get(torch.bfloat16)
     if reference is not None and bf16 is not None and bf16.seconds > reference.seconds:
         why = "" if device.type != "cpu" or native_bf16() else " (this CPU has no native bfloat16)"
         print(f"bfloat16 is {bf16.seconds / reference.seconds:.1f}x slower than float32 here{why}")
-    for dtype, prof in profiles.items():
-        print(f"top ops, {str(dtype).removeprefix('torch.')}: share of the run, ms per point")
+    for kind, prof in profiles.items():
+        print(f"top ops, {str(kind).removeprefix('torch.')}: share of the run, ms per point")
         for op in prof.ops:
             print(f"  {op.name:40s} {100 * op.share:5.1f}%  {op.ms_per_point:8.2f}")
     return 0

@@ -9,7 +9,6 @@ layer receives the shared input ``[B, ...]`` and computes J products instead of 
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import cast
 
@@ -20,6 +19,7 @@ from torch import Tensor, nn
 from fastloss import ops
 from fastloss.core.context import PointContext
 from fastloss.errors import ArgumentError
+from fastloss.ops.dispatch import is_channels_last
 
 
 class Twin(nn.Module):
@@ -122,13 +122,9 @@ class SubspaceConv(Twin):
 def combine_in_layout(parts: Tensor, coords: Tensor) -> Tensor:
     """``Σ_j c_kj parts_j``: ``[J, B, C, *spatial] -> [K, B, C, *spatial]`` in the memory layout
     of ``parts`` (contiguous, or channels last per point), as one GEMM."""
-    if parts.is_contiguous():
-        return ops.synthesize(parts, coords)
-    d = parts.dim()
-    memory = parts.permute(0, 1, *range(3, d), 2)  # [J, B, *spatial, C]
-    if not memory.is_contiguous():
-        return ops.synthesize(parts.contiguous(), coords)
-    return ops.synthesize(memory, coords).permute(0, 1, d - 1, *range(2, d - 1))
+    if is_channels_last(parts, 2):  # synthesised as [J, B, *spatial, C] in memory
+        return ops.synthesize(parts.movedim(2, -1), coords).movedim(-1, 2)
+    return ops.synthesize(parts.contiguous(), coords)
 
 
 class PointwiseBatchNorm(Twin):
@@ -199,7 +195,7 @@ class PointwiseAffineNorm(Twin):
     def forward(self, x: Tensor) -> Tensor:
         ctx = self.ctx
         weight, bias = self.per_point("weight"), self.per_point("bias")
-        if isinstance(self.norm, nn.GroupNorm) and is_channels_last(x):
+        if isinstance(self.norm, nn.GroupNorm) and is_channels_last(x, 1):
             return group_norm_channels_last(
                 ctx.expand(x) if ctx.is_shared(x, self.qualified_name) else x,
                 ctx.K,
@@ -235,17 +231,6 @@ class PointwiseAffineNorm(Twin):
         return torch.addcmul(b, points, w, out=out).view(y.shape)
 
 
-def is_channels_last(x: Tensor) -> bool:
-    """``[N, C, *spatial]`` laid out as ``[N, *spatial, C]`` (what the convolutions give on the
-    CPU), with more than one spatial position."""
-    return (
-        x.dim() >= 3
-        and math.prod(x.shape[2:]) > 1
-        and x.shape[1] > 1
-        and x.permute(0, *range(2, x.dim()), 1).is_contiguous()
-    )
-
-
 def group_norm_channels_last(
     x: Tensor, K: int, groups: int, weight: Tensor | None, bias: Tensor | None, eps: float
 ) -> Tensor:
@@ -256,7 +241,7 @@ def group_norm_channels_last(
     Statistics are taken in float32 for bf16/fp16."""
     N, C = x.shape[:2]
     acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    rows = x.permute(0, *range(2, x.dim()), 1).reshape(N, -1, C)  # [N, positions, C]
+    rows = x.movedim(1, -1).reshape(N, -1, C)  # [N, positions, C]
     count = rows.shape[1] * (C // groups)
     # Over the positions first (contiguous rows), then over each group's channels.
     mean = rows.sum(1, dtype=acc).view(N, groups, -1).sum(2) / count  # [N, G]

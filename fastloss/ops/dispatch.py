@@ -205,12 +205,12 @@ def pointwise_batch_norm(
             eps,
             num_batches_tracked,
         )
-    if _is_channels_last_per_point(x):
+    # subspace_conv1d/2d hand BN [K, B, C, *spatial] laid out [K, B, *spatial, C] on the CPU.
+    if x.dim() in (4, 5) and is_channels_last(x, 2):
         # Statistics are over (B, *spatial) per channel: in channels-last memory that is
         # [K, B·spatial, C, 1].
         k, b, c, *spatial = x.shape
-        last = (0, 1, *range(3, x.dim()), 2)
-        rows = x.permute(last).reshape(k, -1, c, 1)
+        rows = x.movedim(2, -1).reshape(k, -1, c, 1)
         y = pointwise_batch_norm(
             rows,
             running_mean,
@@ -223,8 +223,7 @@ def pointwise_batch_norm(
             eps,
             num_batches_tracked,
         )
-        first = (0, 1, x.dim() - 1, *range(2, x.dim() - 1))
-        return y.view(k, b, *spatial, c).permute(first)
+        return y.view(k, b, *spatial, c).movedim(-1, 2)
     use_batch_stats = training or running_mean is None
     y, mean, invstd = torch.ops.fastloss.pointwise_batch_norm(
         x,
@@ -251,14 +250,14 @@ def pointwise_batch_norm(
     return y
 
 
-def _is_channels_last_per_point(x: Tensor) -> bool:
-    """``[K, B, C, *spatial]`` laid out as ``[K, B, *spatial, C]`` (what subspace_conv1d and
-    subspace_conv2d produce on the CPU)."""
+def is_channels_last(x: Tensor, dim: int) -> bool:
+    """Whether the channels, dimension ``dim`` of ``x``, are stored last (what the CPU
+    convolutions give: ``[..., C, *spatial]`` laid out ``[..., *spatial, C]``), with more than
+    one channel and more than one spatial position, so that the layout is unambiguous."""
     return (
-        x.dim() in (4, 5)
-        and x.shape[2] > 1
-        and math.prod(x.shape[3:]) > 1  # [K, N, C, 1] rows are already what the kernel reads
-        and x.permute(0, 1, *range(3, x.dim()), 2).is_contiguous()
+        x.shape[dim] > 1
+        and math.prod(x.shape[dim + 1 :]) > 1
+        and x.movedim(dim, -1).is_contiguous()
     )
 
 
