@@ -28,4 +28,5 @@ python3 -m pytest -q -x tests --deselect tests/test_cmake_build.py 2>&1 | tee "$
 python3 bench/bench_ops.py --device cuda --out bench/results/ops-gpu.json 2>&1 | tail -60
 python3 bench/bench_grid.py --device cuda --out bench/results/grid-gpu.json 2>&1 | tail -12
 python3 bench/bench_curve.py --device cuda --out bench/results/curve-gpu.json 2>&1 | tail -8
-cp bench/results/{ops,grid,curve}-gpu.json "$results/" 2>/dev/null || true
+python3 bench/bench_mpo.py --device cuda --out bench/results/mpo-gpu.json 2>&1 | tail -8
+cp bench/results/{ops,grid,curve,mpo}-gpu.json "$results/" 2>/dev/null || true

@@ -1,9 +1,10 @@
-"""fastloss: loss surfaces, mode connectivity and fast ensembling for PyTorch models.
+"""fastloss: loss surfaces, mode connectivity, multi-point optimization and fast ensembling
+for PyTorch models.
 
 One network runs at many weight vectors ``w_k = Σ_j c_kj W_j`` of a small subspace in one
 batched pass, with compiled kernels that synthesise each point's weights on the fly. This
-module is the public API; the packages below it are layered (docs/design.md):
-``ops`` → ``core`` → ``engine`` → workflows (``surfaces``, ``curves``) → ``viz`` → ``cli``,
+module is the public API; the packages below it are layered (docs/design.md): ``ops`` →
+``core`` → ``engine`` → workflows (``surfaces``, ``curves``, ``mpo``) → ``viz`` → ``cli``,
 with ``io``, ``data``, ``models`` and ``training`` as leaves. Importing fastloss imports
 neither matplotlib nor the command line.
 """
@@ -24,6 +25,14 @@ from fastloss.data import load_data
 from fastloss.errors import FastlossError
 from fastloss.io import CurveResult, Surface, load_checkpoint, save_checkpoint
 from fastloss.models import build_from_checkpoint, build_model
+from fastloss.mpo import (
+    builtin_pattern,
+    evaluate_pattern,
+    fit_pattern,
+    load_pattern,
+    load_plane,
+    random_pattern,
+)
 from fastloss.surfaces import evaluate, predict
 from fastloss.training import train
 from fastloss.version import __version__
@@ -42,16 +51,22 @@ __all__ = [
     "batch",
     "build_from_checkpoint",
     "build_model",
+    "builtin_pattern",
     "curve_plane",
     "evaluate",
     "evaluate_curve",
     "evaluate_curve_plane",
+    "evaluate_pattern",
     "fit_curve",
+    "fit_pattern",
     "load_checkpoint",
     "load_curve",
     "load_data",
+    "load_pattern",
+    "load_plane",
     "ops",
     "predict",
+    "random_pattern",
     "save_checkpoint",
     "save_curve",
     "train",

@@ -49,6 +49,10 @@ class DivergedError(FastlossError, FloatingPointError):
     """Training or fitting produced a NaN or infinite loss."""
 
 
+class ResourceError(FastlossError, MemoryError):
+    """A job too large for the device's memory, with what to lower."""
+
+
 class DependencyError(FastlossError, ImportError):
     """A package or module that is needed and cannot be imported."""
 

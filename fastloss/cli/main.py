@@ -7,11 +7,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fastloss.cli import curve, demo, info, plot, profile, surfaces, train, video
+from fastloss.cli import curve, demo, info, mpo, plot, profile, surfaces, train, video
 from fastloss.cli.options import as_flags
+from fastloss.engine import keep_freed_memory
 from fastloss.errors import FastlossError
 
-GROUPS = (info, train, surfaces, profile, plot, demo, curve, video)
+GROUPS = (info, train, surfaces, profile, plot, demo, curve, mpo, video)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +38,7 @@ def _join_axis_values(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_join_axis_values(sys.argv[1:] if argv is None else argv))
+    keep_freed_memory()  # the process is ours: reuse large buffers (fastloss.engine.memory)
     try:
         return args.run(args)
     except FastlossError as error:

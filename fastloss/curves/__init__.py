@@ -2,8 +2,8 @@
 
 - `curve`: `Bezier` and `PolyChain`, subspaces with basis ``[w1, θ_1 … θ_n, w2]``;
   `checkpoint`: saving and loading them.
-- `fit` / `fit_step` / `fit_store`: `fit_curve`, S values of t per step in one batched pass,
-  resumable from its output folder.
+- `fit` / `fit_step`: `fit_curve`, S values of t per step in one batched pass, resumable
+  from its output folder (`fastloss.io.fit_store`).
 - `evaluate`: `evaluate_curve` (the curve against the straight segment, ensembles along it)
   and `evaluate_curve_plane` (the loss surface in the curve's plane, `plane.curve_plane`).
 - `snapshots` and `video`: the frames of the plane as the curve trains.

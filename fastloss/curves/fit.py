@@ -23,11 +23,12 @@ import torch
 from torch import Tensor, nn
 
 from fastloss.core import batch
+from fastloss.curves.checkpoint import save_curve
 from fastloss.curves.curve import Curve
 from fastloss.curves.fit_step import OPTIMIZERS, fit_step, make_optimizer
-from fastloss.curves.fit_store import FitStore
 from fastloss.engine import as_tensors, default_device, progress_bar
 from fastloss.errors import ArgumentError, ArgumentTypeError, DivergedError
+from fastloss.io.fit_store import FitStore
 from fastloss.io.hashing import data_hash, tensor_digest
 from fastloss.models import model_spec
 from fastloss.ops.losses import Loss, PerSample, resolve_loss
@@ -221,7 +222,8 @@ def fit_curve(
             "fit_settings": settings,
             "history": history,
         }
-        store.save(_with_bends(curve, cpu_bends), meta, record, snapshot)
+        fitted = _with_bends(curve, cpu_bends)
+        store.save(lambda path: save_curve(fitted, path, meta, overwrite=True), record, snapshot)
 
     bar = progress_bar(total_steps, step, progress, desc="fit curve", unit="step")
     start = time.perf_counter()

@@ -27,6 +27,7 @@ from fastloss.engine.loop import (
     run,
     run_in_memory,
 )
+from fastloss.engine.memory import keep_freed_memory
 from fastloss.engine.profile import OpTime, RunProfile, profile_run
 from fastloss.engine.progress import progress_bar
 from fastloss.engine.reducers import (
@@ -66,6 +67,7 @@ __all__ = [
     "evaluate_chunk",
     "evaluate_serial",
     "has_batch_norm",
+    "keep_freed_memory",
     "largest_activation_bytes",
     "plan_tiles",
     "prepare",

@@ -17,8 +17,8 @@ from fastloss import data
 from fastloss.cli import main as cli
 from fastloss.core import batch
 from fastloss.curves import Bezier, PolyChain, fit_curve, fit_step, load_curve, make_curve
-from fastloss.curves.fit_store import FitStore
 from fastloss.io import checkpoints
+from fastloss.io.fit_store import FitStore
 from fastloss.models import build_model
 from fastloss.training import lr_factor, train
 

@@ -1,28 +1,28 @@
-"""The output folder of a curve fit, and resuming from it.
+"""The output folder of a fit (a curve's bends, an MPO plane), and resuming from it.
 
-    out/curve.pt                 the latest curve (`save_curve`), replaced at every save
+    out/<result>                 the latest result (``curve.pt``, ``plane.pt``), replaced at
+                                 every save
     out/steps/step-0000000.pt    snapshots: step 0, every ``save_every`` steps, the last step
-    out/state.pt                 bends, optimizer and RNG states, step and history
+    out/state.pt                 trained tensors, optimizer state, step and history
 
 Every file is written under a temporary name and renamed into place, and ``state.pt`` is
 written last at each save, so an interruption leaves the previous consistent state: the
 rerun starts from ``state.pt`` and rewrites whatever came after it identically. A folder
-holding a fit made with other settings, or a curve without its state, is never written to
-unless the caller asks to overwrite it.
+holding a fit made with other settings, or a result without its state, is never written to
+unless the caller asks to overwrite it. The store knows nothing of what it stores: `save`
+takes a function that writes the result file.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fastloss.curves.checkpoint import save_curve
-from fastloss.curves.curve import Curve
 from fastloss.errors import ArgumentError, FileFormatError, OutputExistsError
 from fastloss.io.atomic import atomic_output
 from fastloss.io.settings import MISSING, first_difference
@@ -38,11 +38,11 @@ class FitSettingsError(ArgumentError):
 class FitStore:
     """Reads and writes one fit's output folder (see the module docstring)."""
 
-    def __init__(self, out: str | Path):
+    def __init__(self, out: str | Path, result: str = "curve.pt"):
         self.out = Path(out)
         if self.out.exists() and not self.out.is_dir():
             raise ArgumentError(f"{self.out} is a file; the fit's output must be a folder")
-        self.curve_path = self.out / "curve.pt"
+        self.result_path = self.out / result
         self.state_path = self.out / "state.pt"
         self.steps = self.out / "steps"
 
@@ -86,9 +86,9 @@ class FitStore:
             return None
         state = self.load_state()
         if state is None:
-            if self.curve_path.exists():
+            if self.result_path.exists():
                 raise OutputExistsError(
-                    f"{self.curve_path} exists but {self.state_path.name} does not, so the fit "
+                    f"{self.result_path} exists but {self.state_path.name} does not, so the fit "
                     "cannot be resumed; pass overwrite=True to replace it"
                 )
             return None
@@ -108,18 +108,15 @@ class FitStore:
         return state
 
     def save(
-        self,
-        curve: Curve,
-        meta: Mapping[str, Any],
-        state: Mapping[str, Any],
-        snapshot: bool,
+        self, write_result: Callable[[Path], object], state: Mapping[str, Any], snapshot: bool
     ) -> None:
-        """Write the snapshot (if asked), then the latest curve, then the state."""
+        """Write the snapshot (if asked), then the latest result, then the state.
+        ``write_result(path)`` writes the result file, replacing ``path`` atomically."""
         self.out.mkdir(parents=True, exist_ok=True)
         if snapshot:
             self.steps.mkdir(exist_ok=True)
-            save_curve(curve, self.snapshot_path(state["step"]), meta, overwrite=True)
-        save_curve(curve, self.curve_path, meta, overwrite=True)
+            write_result(self.snapshot_path(state["step"]))
+        write_result(self.result_path)
         record = dict(state)
         record["format"] = STATE_FORMAT
         record["settings"] = json.dumps(state["settings"])
