@@ -196,7 +196,7 @@ def test_evaluation_of_a_bn_plane_recomputes_statistics_per_cell(digits_small):
     train, test = digits_small
     torch.manual_seed(0)
     model = build_model("mpo-cnn-bn", (1, 8, 8), 10, channels=(2, 4), hidden=8)
-    pattern = builtin_pattern("cross", 4)
+    pattern = builtin_pattern("cross", 5)
     theta, _ = fit_pattern(model, pattern, train, **{**SMALL, "save_every": None})
     surface, _ = evaluate_pattern(
         model, theta, pattern, train, test, batch_size=100, progress=False
