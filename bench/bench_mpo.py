@@ -99,14 +99,7 @@ def make_workload(key, batch_size, device, cells=CELLS):
 
 
 def fresh_plane(model, device, dtype=torch.float32):
-    plane = init_plane(model, seed=0).detached(device)
-    cast = {
-        k: {n: t.to(dtype) for n, t in getattr(plane, k).items()}
-        for k in ("origin", "up", "phi_right")
-    }
-    return type(plane)(
-        cast["origin"], cast["up"], cast["phi_right"], plane.s.to(dtype), plane.shifted
-    ).requires_grad_()
+    return init_plane(model, seed=0).detached(device, dtype).requires_grad_()
 
 
 class Fastloss:
@@ -202,15 +195,7 @@ def check_gradients(model, x, y, positions, good, device) -> dict[str, float]:
     model = copy.deepcopy(model).double()
     x, positions = x[:32].double(), positions[[0, 1, 2, -3, -2, -1]].double()
     y, good = y[:32], good[[0, 1, 2, -3, -2, -1]]
-    plane = init_plane(model, seed=0).detached(device)
-    plane = type(plane)(
-        *(
-            {n: t.double() for n, t in getattr(plane, k).items()}
-            for k in ("origin", "up", "phi_right")
-        ),
-        plane.s.double(),
-        plane.shifted,
-    ).requires_grad_()
+    plane = init_plane(model, seed=0).detached(device, torch.float64).requires_grad_()
     ref, _ = serial_step_grads(
         copy.deepcopy(model).to(device), plane, positions, good, x, y, BAD_CLAMP
     )

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from fastloss.core import Grid
+from fastloss.data import num_classes
 from fastloss.engine import as_tensors
 from fastloss.errors import ArgumentError, OutputExistsError
 from fastloss.io import Surface
@@ -97,7 +98,7 @@ def evaluate_pattern(
     if test is not None:
         splits["test"] = as_tensors(test, "test", BUILTIN["cross_entropy"])
     if threshold is None:
-        threshold = default_threshold(int(max(int(s[1].max()) for s in splits.values())) + 1)
+        threshold = default_threshold(num_classes(*splits.values()))
     if not 0 < threshold <= 1:
         raise ArgumentError(f"threshold is an accuracy fraction in (0, 1], got {threshold}")
     surface = evaluate(

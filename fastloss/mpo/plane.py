@@ -104,17 +104,21 @@ class MPOPlane:
             {"markers": {"w_O": (0.0, 0.0)}, "s": float(s)},
         )
 
-    def detached(self, device=None) -> MPOPlane:
-        """A copy with plain tensors (on ``device``), for saving and evaluating."""
+    def detached(self, device=None, dtype: torch.dtype | None = None) -> MPOPlane:
+        """A copy with plain tensors (on ``device``, floating ones in ``dtype`` if given), for
+        saving, evaluating, and float64 checks."""
+
+        def move(t: Tensor) -> Tensor:
+            return t.detach().to(device, dtype if t.is_floating_point() else None, copy=True)
 
         def cut(d: dict[str, Tensor]) -> dict[str, Tensor]:
-            return {n: t.detach().to(device, copy=True) for n, t in d.items()}
+            return {n: move(t) for n, t in d.items()}
 
         return MPOPlane(
             cut(self.origin),
             cut(self.up),
             cut(self.phi_right),
-            self.s.detach().to(device, copy=True),
+            move(self.s),
             list(self.shifted),
             cut(self.buffers),
         )

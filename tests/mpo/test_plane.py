@@ -71,12 +71,7 @@ def test_batched_step_matches_the_serial_loop(make, device):
     s included (float64, so only the summation order differs)."""
     torch.manual_seed(0)
     model = make().double()
-    plane = init_plane(model, seed=2).detached(device)
-    plane = type(plane)(
-        *({n: t.double() for n, t in d.items()} for d in (plane.origin, plane.up, plane.phi_right)),
-        plane.s.double(),
-        plane.shifted,
-    ).requires_grad_()
+    plane = init_plane(model, seed=2).detached(device, torch.float64).requires_grad_()
     x = torch.randn(8, 1, 4, 4, dtype=torch.float64, device=device)
     if make is mlp:
         x = x[:, :, :2, :3]
