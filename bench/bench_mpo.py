@@ -15,13 +15,11 @@ Workloads (50 good + 50 bad cells, one data batch shared by all):
   (b) mpo-cnn, the paper's conv net (3×3 convs 8/32/64, 4×4 pool, 128 units), on 28×28
       inputs (seeded random images, 10 classes), batch 512
 Before timing, the three methods' gradients on θ are checked equal in float64 (on a few
-cells and samples). On a CPU, (b) runs fastloss in passes of 2 cells (100 cells × 512
-images of 28×28 need more than the 24 GB of the development machine; 2 a pass ran 16.5 s for
-20 cells, 5 a pass 18.5 s, 20 a pass 21.9 s), and leaves vmap out: its grouped
-convolutions were killed for memory even at 20 cells a pass. On the 24 GB development
-machine fastloss too was killed for memory at 100 cells in passes of 2 (not understood yet:
-at batch 128 its peak stays at 1.2 GB from 20 to 80 cells); there (b) was measured with
-``--cells 10`` (20 cells). bf16
+cells and samples). On a CPU, (b) runs fastloss (and vmap, when asked for) one cell a pass:
+there the conv net at batch 512 is compute-bound per cell, and larger passes only add
+memory traffic (20 cells on the 2-core development CPU, first step: 1 a pass 15.1 s, 2 16.9 s,
+5 18.1 s, 10 25.0 s, 20 28.5 s, peak memory 1.5 to 11.5 GB); vmap is left out there (its
+grouped convolutions were killed for memory at 20 cells a pass on 24 GB). bf16
 (fastloss only) is timed where the device has native bf16, and its error against float32
 (objective and gradient, relative) is always reported.
 
@@ -127,18 +125,23 @@ class Fastloss:
             )
             return
         self.opt.zero_grad(set_to_none=True)
-        self.objective(x, y, positions, good).backward()
+        K, n_good = len(positions), int(good.sum())
+        chunk = self.cells_per_pass or K
+        for i in range(0, K, chunk):
+            part = slice(i, i + chunk)
+            self.objective(x, y, positions[part], good[part], n_good, K - n_good).backward()
         torch.nn.utils.clip_grad_norm_(self.plane.parameters(), CLIP)
         self.opt.step()
 
-    def objective(self, x, y, positions, good):
+    def objective(self, x, y, positions, good, n_good=None, n_bad=None):
         """The objective with the batched model in ``dtype`` (θ and the loss in float32)."""
         basis = {n: b.to(self.dtype) for n, b in self.plane.basis().items()}
         self.batched.load_basis(basis)
         coords = self.plane.coords(positions).to(self.dtype)
         out = self.batched(x.to(self.dtype), coords).float()
         loss = F.cross_entropy(out.flatten(0, 1), y.repeat(len(positions)), reduction="none")
-        return mpo_objective(loss.view(len(positions), -1).mean(1), good, BAD_CLAMP)
+        loss = loss.view(len(positions), -1).mean(1)
+        return mpo_objective(loss, good, BAD_CLAMP, n_good, n_bad)
 
 
 class Reference:
@@ -248,7 +251,9 @@ def time_step(stepper, args, device, steps) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def run(key, device, batch_size, repeats, steps, cells_per_pass, cells=CELLS) -> dict:
+def run(
+    key, device, batch_size, repeats, steps, cells_per_pass, cells=CELLS, with_vmap=True
+) -> dict:
     title, model, x, y, positions, good = make_workload(key, batch_size, device, cells)
     row = {"workload": key, "title": title, "batch": batch_size, "cells": len(positions)}
     row["cells_per_pass"] = cells_per_pass or len(positions)
@@ -257,13 +262,12 @@ def run(key, device, batch_size, repeats, steps, cells_per_pass, cells=CELLS) ->
     if max(diffs.values()) > 1e-6:
         raise SystemExit(f"({key}) gradients differ from the reference loop: {row}")
     row.update(bf16_error(model, x, y, positions, good, device))
-    steppers = {
-        "reference": Reference(model, device),
-        "vmap": Vmap(model, device),
-        "fastloss": Fastloss(model, device),
-    }
+    steppers = {"reference": Reference(model, device)}
+    if with_vmap:
+        steppers["vmap"] = Vmap(model, device, cells_per_pass)
+    steppers["fastloss"] = Fastloss(model, device, cells_per_pass=cells_per_pass)
     if native_bf16(device):
-        steppers["fastloss_bf16"] = Fastloss(model, device, torch.bfloat16)
+        steppers["fastloss_bf16"] = Fastloss(model, device, torch.bfloat16, cells_per_pass)
     times: dict[str, list[float]] = {k: [] for k in steppers}
     args = (x, y, positions, good)
     for _ in range(repeats):  # methods take turns, so a busy moment of the machine hits all
@@ -325,8 +329,7 @@ def main() -> None:
         "--cells-per-pass",
         type=int,
         help="vmap and fastloss run a step's cells in passes of this many (default: all at "
-        "once; (b) on a CPU: 2, since 100 cells × 512 images of 28×28 need over 24 GB, and "
-        "2 ran fastest)",
+        "once; (b) on a CPU: 1, which ran fastest there)",
     )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -334,10 +337,12 @@ def main() -> None:
     kept = keep_freed_memory()  # as the command line does; every method profits
     rows = []
     for key in args.only:
-        passes = args.cells_per_pass
-        if passes is None and key == "b" and device.type == "cpu":
-            passes = 2
-        rows.append(run(key, device, args.batch, args.repeats, args.steps, passes, args.cells))
+        passes, with_vmap = args.cells_per_pass, True
+        if key == "b" and device.type == "cpu":
+            passes, with_vmap = passes or 1, False
+        rows.append(
+            run(key, device, args.batch, args.repeats, args.steps, passes, args.cells, with_vmap)
+        )
     print(
         f"{device}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"fastloss {fastloss.__version__}, {datetime.date.today().isoformat()}\n"

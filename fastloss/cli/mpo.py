@@ -27,7 +27,7 @@ from fastloss.mpo import (
     load_plane_model,
     resolve_pattern,
 )
-from fastloss.mpo.experiment import PAPER, PAPER_PS, Sizes, bn_experiment
+from fastloss.mpo.experiment import PAPER, PAPER_PS, SMALL_PS, Sizes, bn_experiment
 from fastloss.mpo.patterns import parse_size
 from fastloss.mpo.plane import INITS
 from fastloss.training import FIT_SCHEDULES
@@ -301,7 +301,9 @@ def _register_bn_experiment(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
-        "--ps", type=_floats, default=list(PAPER_PS), help="fill probabilities, default 0.1,...,0.9"
+        "--ps",
+        type=_floats,
+        help="fill probabilities, default 0.1,0.3,0.5,0.7,0.9 (--paper: 0.1,0.2,...,0.9)",
     )
     p.add_argument("--seeds", type=int, help="seeds per p, default: 2 (--paper: 5)")
     p.add_argument("--size", type=_size, help="mask size W or WxH, default 12x12 (paper: 30)")
@@ -320,9 +322,9 @@ def _register_bn_experiment(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--paper",
         action="store_true",
-        help="the paper's sizes: 30x30 masks, channels 8 8 32 32 64 64, hidden 128, batch "
-        "512, 50 + 50 cells, lr 3e-4, 5 seeds, 10000 steps (hours on a GPU); other flags "
-        "still override",
+        help="the paper's sizes: p from 0.1 to 0.9, 30x30 masks, channels 8 8 32 32 64 64, "
+        "hidden 128, batch 512, 50 + 50 cells, lr 3e-4, 5 seeds, 10000 steps (hours on a "
+        "GPU); other flags still override",
     )
     add_data_options(p, default="digits")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -345,11 +347,12 @@ def _bn_experiment(args: argparse.Namespace) -> int:
         PAPER if args.paper else Sizes(), **{k: v for k, v in given.items() if v is not None}
     )
     seeds = args.seeds if args.seeds is not None else (5 if args.paper else 2)
+    ps = args.ps or list(PAPER_PS if args.paper else SMALL_PS)
     train, test = load_data_from(args)
     result = bn_experiment(
         train,
         test,
-        ps=args.ps,
+        ps=ps,
         seeds=list(range(seeds)),
         sizes=sizes,
         out=args.out,
@@ -359,7 +362,7 @@ def _bn_experiment(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     save_bn_figures(result["runs"], out / "fig4a.png", out / "fig4b.png")
-    print(f"{out}: {len(result['runs'])} runs ({len(args.ps)} p x {seeds} seeds x 2 models)")
+    print(f"{out}: {len(result['runs'])} runs ({len(ps)} p x {seeds} seeds x 2 models)")
     print("     p   gap no BN        gap BN      no BN - BN   acc good/bad no BN   acc good/bad BN")
     for r in result["summary"]:
         print(

@@ -26,6 +26,7 @@ from fastloss.core.twins import (
     SubspaceLinear,
     Twin,
     VmapFallback,
+    gradients_in_output_layout,
     refuse_reason,
     relu_in_place,
 )
@@ -57,6 +58,9 @@ class BatchedModel(nn.Module):
                 )
         self.net = self._swap(net, "")
         self.twins = [m for m in self.net.modules() if isinstance(m, Twin)]
+        for m in self.net.modules():
+            if not isinstance(m, Twin) and next(m.children(), None) is None:
+                gradients_in_output_layout(m)
 
     def _basis(self, prefix: str, module: nn.Module, recurse: bool) -> dict[str, Tensor | None]:
         out: dict[str, Tensor | None] = {}

@@ -322,6 +322,28 @@ class ReLUAfterTwin(nn.ReLU):
         return F.relu(x, inplace=not (torch.is_grad_enabled() and x.requires_grad))
 
 
+def gradients_in_output_layout(module: nn.Module) -> None:
+    """Hand ``module``'s backward its output's gradient in the output's layout. On the CPU
+    the twins give channels-last activations, and the layers between them run unchanged;
+    but a reshape (``Flatten`` after pooling) sends its gradient back as ``[N, C, ...]``,
+    and torch's CPU kernels take a slow path when a gradient's layout differs from the
+    activation's: adaptive average pooling's backward ran 4× slower, a ReLU's 5× slower
+    (docs/design.md, "CPU facts"). The hook re-lays out such a gradient (a copy the size
+    of the output) before it reaches the module's backward; values are unchanged."""
+    module.register_forward_hook(_match_output_layout)
+
+
+def _match_output_layout(module: nn.Module, inputs, output):
+    if isinstance(output, Tensor) and output.requires_grad and is_channels_last(output, 1):
+        output.register_hook(_channels_last_gradient)
+
+
+def _channels_last_gradient(grad: Tensor) -> Tensor | None:
+    if is_channels_last(grad, 1):
+        return None
+    return grad.movedim(1, -1).contiguous().movedim(-1, 1)
+
+
 def relu_in_place(module: nn.Module) -> None:
     """In a plain ``nn.Sequential`` each module's output feeds only the next one, so a ReLU
     right after a twin (whose output is always a fresh tensor, and whose backward does not

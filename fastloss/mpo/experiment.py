@@ -35,21 +35,23 @@ from fastloss.mpo.patterns import PatternError, random_pattern
 from fastloss.ops.losses import BUILTIN
 
 PAPER_PS = tuple(round(0.1 * i, 1) for i in range(1, 10))
+SMALL_PS = (0.1, 0.3, 0.5, 0.7, 0.9)  # the defaults: every other p of the paper's
 MODELS = {False: "mpo-cnn", True: "mpo-cnn-bn"}  # given six channel widths: mpo-cnn6(-bn)
 
 
 @dataclass(frozen=True)
 class Sizes:
-    """How big each fit of the experiment is. The defaults run the whole experiment (9 p,
+    """How big each fit of the experiment is. The defaults run the default experiment (5 p,
     2 seeds, 2 models) in about ten minutes on a 2-core CPU on digits; `PAPER` is the
-    paper's."""
+    paper's. At this size the plain net leaves chance accuracy only after about 150 steps at
+    lr 1e-3 (at lr 1e-2 it never did in 150 steps), hence 300 steps at a constant 1e-3."""
 
     size: tuple[int, int] = (12, 12)  # the random masks' W×H
     channels: tuple[int, ...] = (4, 4, 8, 8, 16, 16)  # the six convs
     hidden: int = 32  # the dense layer
-    steps: int = 150
-    lr: float = 1e-2
-    schedule: str = "cosine"
+    steps: int = 300
+    lr: float = 1e-3
+    schedule: str = "constant"
     batch_size: int = 32
     cells_per_step: int = 8  # good cells, and as many bad ones
 
@@ -65,7 +67,7 @@ def bn_experiment(
     train,
     test,
     *,
-    ps: Sequence[float] = PAPER_PS,
+    ps: Sequence[float] = SMALL_PS,
     seeds: Sequence[int] = (0, 1),
     sizes: Sizes = Sizes(),
     out: str | os.PathLike | None = None,

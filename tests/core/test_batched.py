@@ -219,3 +219,45 @@ def test_shared_products_are_reused_only_for_the_same_unchanged_input():
         torch.testing.assert_close(again, first[[1, 0]])
         torch.testing.assert_close(other, batched(data[4:] / 2, coords))
         torch.testing.assert_close(doubled, batched(data[:4], coords))
+
+
+class _GradLayout(torch.autograd.Function):
+    """Identity that records whether the gradient reaching it is channels-last."""
+
+    seen: list[bool] = []
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        _GradLayout.seen.append(grad.is_contiguous(memory_format=torch.channels_last))
+        return grad
+
+
+class _Probe(nn.Module):
+    def forward(self, x):
+        return _GradLayout.apply(x)
+
+
+def test_layers_between_twins_get_gradients_in_their_output_layout():
+    # On the CPU a twin convolution's output is channels-last; Flatten sends its gradient
+    # back as [N, C, H, W], which torch's CPU pooling and ReLU backward run several times
+    # slower on. The batched model hands each layer's backward its output's layout.
+    models = [
+        nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), _Probe(), nn.Flatten(), nn.Linear(64, 3)
+        )
+        for _ in range(3)
+    ]
+    plane = Plane.through(*models)
+    batched = batch(models[0], plane)
+    coords = torch.tensor([[1.0, 0.0, 0.0], [1.0, -0.5, 0.8]], requires_grad=True)
+    x = torch.randn(5, 1, 4, 4)
+    _GradLayout.seen.clear()
+    out = batched(x, coords)
+    out.square().sum().backward()
+    assert _GradLayout.seen == [True]
+    expected = _reference(models[0], plane, coords.detach(), x, False)
+    torch.testing.assert_close(out.detach(), expected)
