@@ -4,7 +4,8 @@ for PyTorch models.
 One network runs at many weight vectors ``w_k = Σ_j c_kj W_j`` of a small subspace in one
 batched pass, with compiled kernels that synthesise each point's weights on the fly. This
 module is the public API; the packages below it are layered (docs/design.md): ``ops`` →
-``core`` → ``engine`` → workflows (``surfaces``, ``curves``, ``mpo``) → ``viz`` → ``cli``,
+``core`` → ``engine`` → workflows (``surfaces``, ``curves``, ``mpo``, ``ensembles``) →
+``viz`` → ``cli``,
 with ``io``, ``data``, ``models`` and ``training`` as leaves. Importing fastloss imports
 neither matplotlib nor the command line.
 """
@@ -22,6 +23,7 @@ from fastloss.curves import (
     save_curve,
 )
 from fastloss.data import load_data
+from fastloss.ensembles import SWAG, evaluate_ensemble, fge, optima_width, train_swa
 from fastloss.errors import FastlossError
 from fastloss.io import CurveResult, Surface, load_checkpoint, save_checkpoint
 from fastloss.models import build_from_checkpoint, build_model
@@ -45,6 +47,7 @@ __all__ = [
     "Line",
     "Plane",
     "PolyChain",
+    "SWAG",
     "Subspace",
     "Surface",
     "__version__",
@@ -56,7 +59,9 @@ __all__ = [
     "evaluate",
     "evaluate_curve",
     "evaluate_curve_plane",
+    "evaluate_ensemble",
     "evaluate_pattern",
+    "fge",
     "fit_curve",
     "fit_pattern",
     "load_checkpoint",
@@ -65,9 +70,11 @@ __all__ = [
     "load_pattern",
     "load_plane",
     "ops",
+    "optima_width",
     "predict",
     "random_pattern",
     "save_checkpoint",
     "save_curve",
     "train",
+    "train_swa",
 ]

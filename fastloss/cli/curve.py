@@ -17,6 +17,7 @@ from fastloss.cli.options import (
     add_eval_options,
     add_run_options,
     axis,
+    check_fits,
     command,
     load_data_from,
     print_ranges,
@@ -34,8 +35,7 @@ from fastloss.curves import (
     make_curve,
 )
 from fastloss.curves.fit_step import OPTIMIZERS
-from fastloss.data import Dataset
-from fastloss.errors import ArgumentError, DataError
+from fastloss.errors import ArgumentError
 from fastloss.io import load_checkpoint
 from fastloss.models import SPEC_KEYS, architecture_difference, build_from_checkpoint
 from fastloss.training import FIT_SCHEDULES
@@ -138,12 +138,7 @@ def _fit(args: argparse.Namespace) -> int:
         raise ArgumentError(f"--init gives {len(init)} checkpoint(s) for --bends {args.bends}")
     curve = make_curve(args.kind, state1, state2, args.bends, init)
     train, _ = load_data_from(args)
-    _check_fits(train, meta1, args.w1, args.data)
-    if int(train[1].max()) >= int(meta1["num_classes"]):
-        raise DataError(
-            f"{args.data} has labels up to {int(train[1].max())} but {args.w1} has "
-            f"{meta1['num_classes']} classes"
-        )
+    check_fits(train, meta1, args.w1, args.data)
     try:
         fitted, history = fit_curve(
             model,
@@ -187,16 +182,6 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_fits(train: Dataset, meta: dict[str, Any], path: str, data: str) -> None:
-    """The data's samples have the shape the checkpoint's model was built for."""
-    expected, found = list(meta["in_shape"]), list(train[0].shape[1:])
-    if expected != found:
-        raise DataError(
-            f"{path} ({meta['model']}) takes inputs of shape {expected} but {data} has "
-            f"samples of shape {found}; use the data the networks were trained on"
-        )
-
-
 # --------------------------------------------------------------------------- curve eval
 
 
@@ -234,7 +219,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.figures:
         os.makedirs(args.figures, exist_ok=True)
     train, test = load_data_from(args)
-    _check_fits(train, meta, args.curve, args.data)
+    check_fits(train, meta, args.curve, args.data)
     result = evaluate_curve(
         model,
         curve,
@@ -288,7 +273,7 @@ def _plane(args: argparse.Namespace) -> int:
     _, info = curve_plane(curve)
     grid = frame_curves(curve_points(info), args.x, args.y)
     train, test = load_data_from(args)
-    _check_fits(train, meta, args.curve, args.data)
+    check_fits(train, meta, args.curve, args.data)
     start = time.perf_counter()
     surface = evaluate_curve_plane(
         model,

@@ -7,12 +7,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fastloss.cli import curve, demo, info, mpo, plot, profile, surfaces, train, video
+from fastloss.cli import (
+    curve,
+    demo,
+    ensembles,
+    info,
+    mpo,
+    plot,
+    profile,
+    surfaces,
+    train,
+    video,
+)
 from fastloss.cli.options import as_flags
 from fastloss.engine import keep_freed_memory
 from fastloss.errors import FastlossError
 
-GROUPS = (info, train, surfaces, profile, plot, demo, curve, mpo, video)
+GROUPS = (info, train, surfaces, profile, plot, demo, curve, mpo, ensembles, video)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
 from fastloss.data import Dataset, load_data, subsample
+from fastloss.errors import DataError
 from fastloss.io import Surface
 
 DTYPES = ("float32", "bfloat16", "float64")
@@ -148,3 +149,19 @@ def as_flags(message: str, flags: dict[str, tuple[str, bool]]) -> str:
         return flag if is_switch and value == "True" else f"{flag} {value}"
 
     return _ARGUMENT.sub(replace, message)
+
+
+def check_fits(data: Dataset, meta: Mapping[str, Any], path: str, name: str) -> None:
+    """The data ``name`` fits the model the checkpoint ``path`` describes (``meta``): its
+    samples have the model's input shape and its labels are below its class count."""
+    expected, found = list(meta["in_shape"]), list(data[0].shape[1:])
+    if expected != found:
+        raise DataError(
+            f"{path} ({meta['model']}) takes inputs of shape {expected} but {name} has "
+            f"samples of shape {found}; use the data the networks were trained on"
+        )
+    if "num_classes" in meta and int(data[1].max()) >= int(meta["num_classes"]):
+        raise DataError(
+            f"{name} has labels up to {int(data[1].max())} but {path} has "
+            f"{meta['num_classes']} classes"
+        )

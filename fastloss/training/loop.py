@@ -10,6 +10,7 @@ import itertools
 import math
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -23,6 +24,8 @@ from fastloss.training.schedules import TRAIN_SCHEDULES, check_schedule, lr_fact
 __all__ = ["evaluate_model", "train"]
 
 LossLike = str | PerSample | Loss
+StepSchedule = Callable[[int, int], float]  # (step from 0, total steps) -> lr multiplier
+StepCallback = Callable[[int, nn.Module], None]  # (steps done, model) after every step
 
 
 def _check_data(data: Dataset, name: str, loss: Loss) -> None:
@@ -80,11 +83,12 @@ def train(
     weight_decay: float = 5e-4,
     optimizer: str = "sgd",
     momentum: float = 0.9,
-    schedule: str = "cosine",
+    schedule: str | StepSchedule = "cosine",
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = False,
     loss: LossLike = "cross_entropy",
+    on_step: StepCallback | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` in place on ``train = (x, y)``; return its history. ``loss`` is a
     built-in loss name (``"cross_entropy"``, ``"mse"``, ``"gaussian_nll"``), a per-sample
@@ -92,7 +96,10 @@ def train(
 
     SGD with Nesterov momentum (or ``optimizer="adam"``), the learning rate following
     ``schedule`` per step: ``"cosine"`` to zero, ``"step"`` (÷10 at 50 % and 75 %) or
-    ``"constant"`` (see `fastloss.training.lr_factor`). The defaults train an MLP on
+    ``"constant"`` (see `fastloss.training.lr_factor`), or any ``schedule(step, total)``
+    giving the multiplier at ``step`` (from 0) of ``total`` (the ensembling methods' cyclic
+    rates). ``on_step(steps_done, model)`` runs after every step (weight averaging,
+    snapshots); an epoch has ``ceil(N / batch_size)`` steps. The defaults train an MLP on
     MNIST-1D and small conv nets on digits in seconds on a CPU (see the README). Shuffling
     uses its own generator seeded with ``seed``, and ``torch.manual_seed(seed)`` is set for
     the run (the caller's global RNG state is restored afterwards). Batches of one sample are
@@ -112,7 +119,8 @@ def train(
         raise ArgumentError(
             f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}"
         )
-    check_schedule(schedule, TRAIN_SCHEDULES)
+    if isinstance(schedule, str):
+        check_schedule(schedule, TRAIN_SCHEDULES)
     device = torch.device(device)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -144,9 +152,16 @@ def train(
                 idx = order[i : i + batch_size]
                 step += 1
                 if len(idx) < 2:
+                    if on_step is not None:
+                        on_step(step, model)
                     continue
+                factor = (
+                    lr_factor(schedule, (step - 1) / total_steps)
+                    if isinstance(schedule, str)
+                    else schedule(step - 1, total_steps)
+                )
                 for group in opt.param_groups:
-                    group["lr"] = lr * lr_factor(schedule, (step - 1) / total_steps)
+                    group["lr"] = lr * factor
                 outputs = model(x[idx])
                 batch_loss = spec.mean(outputs, y[idx])
                 if not torch.isfinite(batch_loss):
@@ -161,6 +176,8 @@ def train(
                 if spec.classification:
                     correct += int((outputs.argmax(dim=1) == y[idx]).sum())
                 seen += len(idx)
+                if on_step is not None:
+                    on_step(step, model)
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "lr": opt.param_groups[0]["lr"],
