@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "plot_ensemble_growth",
@@ -49,6 +50,7 @@ def plot_ensemble_growth(
     m = np.arange(1, len(cumulative) + 1)
     ax.plot(m, [100 * c["acc"] for c in cumulative], marker="o", label="ensemble of 1…m")
     ax.plot(m, [100 * c["acc"] for c in members], marker="x", ls=":", label="member m")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("members m")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)

@@ -8,7 +8,7 @@ import h5py
 import pytest
 
 from fastloss.cli import main as cli
-from fastloss.io import load_checkpoint
+from fastloss.io import load_checkpoint, save_checkpoint
 from fastloss.io.ensemble_file import load_ensemble_file
 
 DATA = ["--data", "digits", "--train-samples", "300", "--test-samples", "120"]
@@ -68,6 +68,9 @@ def _refused(args, message):
 def test_bad_input_gets_one_line(runs, tmp_path):
     swag = str(runs / "swag" / "swag.pt")
     sgd = str(runs / "swag" / "sgd.pt")
+    bare = tmp_path / "bare.pt"  # weights without the model spec
+    save_checkpoint(load_checkpoint(sgd)[0], bare)
+    _refused(["fge", str(bare), "--out", str(tmp_path / "g"), *DATA], "how to build its model")
     _refused(["ensemble", "eval", sgd, "--out", str(tmp_path / "a.h5"), *DATA], "at least two")
     _refused(
         ["swag", "predict", str(tmp_path / "none.pt"), "--out", str(tmp_path / "b.h5")],
