@@ -5,6 +5,7 @@ the API's argument names shown as this command's flags, and the exit status is 2
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from fastloss.cli import (
@@ -56,6 +57,18 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(as_flags(str(error), args.flags).split())
         print(f"fastloss {args.command}: {message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `fastloss ... | head`: the reader left; results are written
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, as a shell reports it
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that Python's flush at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout replaced, or without a descriptor
+        pass
 
 
 if __name__ == "__main__":

@@ -47,7 +47,8 @@ def _parameters(model: nn.Module | Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 class SWAG:
     """The SWAG posterior of ``model``'s parameters (see the module notes); ``collect``
-    models of this architecture, then ``sample``."""
+    models of this architecture, then ``sample``. ``model`` is a module, or a mapping of its
+    parameters only (a ``state_dict`` also holds BatchNorm buffers, which are not weights)."""
 
     def __init__(
         self,

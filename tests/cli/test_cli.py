@@ -177,3 +177,18 @@ def test_api_arguments_read_as_flags():
         "e.h5 exists; pass --overwrite to replace it; --bn fixed needs train data"
     )
     assert as_flags("pass resume=True or points=3", args.flags) == "pass resume=True or --points 3"
+
+
+def test_a_closed_pipe_ends_quietly(monkeypatch, capsys):
+    # `fastloss info | head -1`: the reader leaves early; no traceback, the shell's status
+    from fastloss.cli import main as cli
+
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert cli.main(["info"]) == 141
