@@ -24,7 +24,13 @@ from fastloss.io.atomic import atomic_output
 from fastloss.io.ensemble_file import save_ensemble_file
 from fastloss.io.hashing import data_hash
 from fastloss.io.settings import jsonable
-from fastloss.models import SPEC_KEYS, build_from_checkpoint, build_from_spec, build_model
+from fastloss.models import (
+    architecture_difference,
+    build_from_checkpoint,
+    build_from_spec,
+    build_model,
+    model_spec,
+)
 from fastloss.viz.ensembles import (
     plot_ensemble_growth,
     plot_reliability,
@@ -66,9 +72,8 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
 
 
 def _model_meta(model: nn.Module, data: str, train: Dataset) -> dict[str, Any]:
-    spec = getattr(model, "fastloss_spec", {})
     return {
-        **{k: spec[k] for k in SPEC_KEYS if k in spec},
+        **model_spec(getattr(model, "fastloss_spec", {})),
         "data": data,
         "data_hash": data_hash(*train),
     }
@@ -83,6 +88,31 @@ def _start_model(args: argparse.Namespace, train: Dataset, test: Dataset) -> nn.
     torch.manual_seed(args.seed)
     kwargs = {"widths": tuple(args.widths)} if args.widths else {}
     return build_model(args.model, tuple(train[0].shape[1:]), num_classes(train, test), **kwargs)
+
+
+def _check_same_architecture(first: str, first_meta: dict, other: str, meta: dict) -> None:
+    key = architecture_difference(first_meta, meta)
+    if key is not None:
+        raise ArgumentError(
+            f"{other} is another architecture than {first}: {key} is {meta.get(key)!r} "
+            f"against {first_meta.get(key)!r}"
+        )
+
+
+def _save_result(
+    path: Path, result: EnsembleResult, labels, settings: dict, model: dict, overwrite: bool
+) -> None:
+    save_ensemble_file(
+        path,
+        result.members,
+        result.cumulative,
+        result.reliability,
+        result.probs,
+        labels,
+        settings=settings,
+        model=model,
+        overwrite=overwrite,
+    )
 
 
 def _check_outputs(paths: list[Path], overwrite: bool) -> None:
@@ -237,17 +267,8 @@ def _swag_predict(args: argparse.Namespace) -> int:
     swa = score_members(both.member_probs[:1], labels)
     bma = score_members(both.member_probs[1:], labels)
     settings = {"samples": args.samples, "scale": args.scale, "mode": args.mode, "seed": args.seed}
-    save_ensemble_file(
-        out,
-        bma.members,
-        bma.cumulative,
-        bma.reliability,
-        bma.probs,
-        labels,
-        settings={**settings, "swag": str(args.swag), "data": args.data},
-        model=meta,
-        overwrite=args.overwrite,
-    )
+    settings.update(swag=str(args.swag), data=args.data)
+    _save_result(out, bma, labels, settings, meta, args.overwrite)
     figure = out.with_suffix(".png")
     save_figure(plot_reliability({"SWA": swa.reliability, "SWAG": bma.reliability}), figure)
     print(
@@ -328,23 +349,14 @@ def _fge(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
     )
-    model_meta = {k: meta[k] for k in SPEC_KEYS if k in meta}
+    model_meta = model_spec(meta)
     for path, state in zip(snapshots, result.snapshots, strict=True):
         save_checkpoint(state, path, meta={**model_meta, "data": args.data}, overwrite=True)
     scores = result.scores
     assert scores is not None
     settings = {k: getattr(args, k) for k in ("cycles", "cycle_epochs", "lr1", "lr2", "seed")}
-    save_ensemble_file(
-        out / "fge.h5",
-        scores.members,
-        scores.cumulative,
-        scores.reliability,
-        scores.probs,
-        test[1].numpy(),
-        settings={**settings, "start": str(args.checkpoint), "data": args.data},
-        model=model_meta,
-        overwrite=True,
-    )
+    settings.update(start=str(args.checkpoint), data=args.data)
+    _save_result(out / "fge.h5", scores, test[1].numpy(), settings, model_meta, True)
     save_figure(plot_ensemble_growth(scores.cumulative, scores.members, "FGE"), out / "fge.png")
     print(
         f"{out}: FGE from {args.checkpoint}, {args.cycles} cycles of {args.cycle_epochs} "
@@ -391,12 +403,7 @@ def _ensemble_eval(args: argparse.Namespace) -> int:
     loaded = [load_checkpoint(path) for path in args.checkpoints]
     first_meta = loaded[0][1]
     for path, (_, meta) in zip(args.checkpoints[1:], loaded[1:], strict=True):
-        for key in SPEC_KEYS:
-            if key in meta and meta.get(key) != first_meta.get(key):
-                raise ArgumentError(
-                    f"{path} is another architecture than {args.checkpoints[0]}: {key} is "
-                    f"{meta.get(key)!r} against {first_meta.get(key)!r}"
-                )
+        _check_same_architecture(args.checkpoints[0], first_meta, path, meta)
     train, test = load_data_from(args)
     check_fits(train, first_meta, args.checkpoints[0], args.data)
     model = build_from_checkpoint(args.checkpoints[0])
@@ -409,17 +416,8 @@ def _ensemble_eval(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
     )
-    save_ensemble_file(
-        out,
-        result.members,
-        result.cumulative,
-        result.reliability,
-        result.probs,
-        test[1].numpy(),
-        settings={"checkpoints": [str(p) for p in args.checkpoints], "data": args.data},
-        model={k: first_meta[k] for k in SPEC_KEYS if k in first_meta},
-        overwrite=args.overwrite,
-    )
+    settings = {"checkpoints": [str(p) for p in args.checkpoints], "data": args.data}
+    _save_result(out, result, test[1].numpy(), settings, model_spec(first_meta), args.overwrite)
     figure = out.with_suffix(".png")
     save_figure(plot_reliability({"ensemble": result.reliability}), figure)
     rows = {Path(p).name: s for p, s in zip(args.checkpoints, result.members, strict=True)}
@@ -463,9 +461,7 @@ def _width(args: argparse.Namespace) -> int:
     _check_outputs(outputs, args.overwrite)
     sgd, meta = load_checkpoint(args.sgd)
     swa, meta_swa = load_checkpoint(args.swa)
-    for key in SPEC_KEYS:
-        if key in meta_swa and meta_swa.get(key) != meta.get(key):
-            raise ArgumentError(f"{args.swa} is another architecture than {args.sgd} ({key})")
+    _check_same_architecture(args.sgd, meta, args.swa, meta_swa)
     train, test = load_data_from(args)
     check_fits(train, meta, args.sgd, args.data)
     model = build_from_checkpoint(args.sgd)
