@@ -6,7 +6,7 @@ at all of them in one batched pass.
   built from layer twins (`twins`) that call the compiled ops.
 """
 
-from fastloss.core.batched import BatchedModel, batch
+from fastloss.core.batched import BatchedModel, batch, used_rows
 from fastloss.core.context import SharedProducts
 from fastloss.core.grid import Grid, affine_coords
 from fastloss.core.subspace import (
@@ -32,4 +32,5 @@ __all__ = [
     "batch",
     "check_same_keys",
     "split_state",
+    "used_rows",
 ]

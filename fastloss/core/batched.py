@@ -183,16 +183,30 @@ class BatchedModel(nn.Module):
                 raise ArgumentError(f"mode must be 'recompute' or 'fixed', got {mode!r}")
             bn.set_statistics(mean, var, cumulative=mode == "recompute")
 
-    def forward(self, x: Tensor, coords: Tensor) -> Tensor:
+    def forward(self, x: Tensor, coords: Tensor, rows: Tensor | None = None) -> Tensor:
+        """``rows``: the basis points that ``coords [K, len(rows)]`` refer to, when the pass
+        needs only those (`used_rows`); by default all J, with ``coords [K, J]``."""
         K, B = coords.shape[0], x.shape[0]
-        self.ctx.coords, self.ctx.B = coords, B
+        self.ctx.coords, self.ctx.B, self.ctx.rows = coords, B, rows
         try:
             y = self.net(x)
         finally:
-            self.ctx.coords = NO_POINTS
+            self.ctx.coords, self.ctx.rows = NO_POINTS, None
         if y.shape[0] == B and K > 1:  # no parametrised layer: every point gives the same
             return y.unsqueeze(0).expand(K, *y.shape)
         return y.reshape(K, B, *y.shape[1:])
+
+
+def used_rows(coords: Tensor) -> tuple[Tensor, Tensor | None]:
+    """``(coords, None)`` if the points ``coords [K, J]`` use every basis point, else their
+    coordinates over the basis points they use and those points' indices (`BatchedModel`'s
+    ``rows``): a chunk of an ensemble's members, each a one-hot point, then reads only its
+    members' weights instead of all J."""
+    used = coords.ne(0).any(0)
+    if bool(used.all()):
+        return coords, None
+    rows = used.nonzero().flatten()
+    return coords[:, rows], rows
 
 
 def batch(model: nn.Module, subspace: Subspace) -> BatchedModel:

@@ -51,6 +51,9 @@ class PointContext:
 
     def __init__(self) -> None:
         self.coords = NO_POINTS  # [K, J] during a pass of the batched model
+        # The basis rows the coordinates refer to, when a pass uses only some (coords is then
+        # [K, len(rows)]): an ensemble's chunk of members needs only their rows.
+        self.rows: Tensor | None = None
         self.B = 0
         self.products: SharedProducts | None = None  # set by BatchedModel.caching_products
 

@@ -26,8 +26,11 @@ class CollinearPointsError(ArgumentError):
     """Three networks on one line: no plane passes through them alone."""
 
 
-def split_state(w: StateLike) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """(parameters, buffers) of a module or a state_dict, detached, on the CPU."""
+def split_state(
+    w: StateLike, check_finite: bool = True
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(parameters, buffers) of a module or a state_dict, detached, on the CPU; refuses NaN
+    or infinite parameters unless ``check_finite`` is false (the caller checks them)."""
     if isinstance(w, nn.Module):
         params = {n: p.detach() for n, p in w.named_parameters()}
         buffers = {n: b.detach() for n, b in w.named_buffers()}
@@ -42,7 +45,7 @@ def split_state(w: StateLike) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
             (buffers if is_buffer else params)[name] = t.detach()
     else:
         raise ArgumentTypeError(f"expected an nn.Module or a state_dict, got {type(w).__name__}")
-    for name, t in params.items():
+    for name, t in params.items() if check_finite else ():
         if not torch.isfinite(t).all():
             raise ArgumentError(
                 f"parameter {name!r} has NaN or infinite values; check the checkpoint"
@@ -81,10 +84,16 @@ class Subspace:
 
     @classmethod
     def from_points(
-        cls, points: Sequence[StateLike], names: Sequence[str] | None = None, kind: str = "points"
+        cls,
+        points: Sequence[StateLike],
+        names: Sequence[str] | None = None,
+        kind: str = "points",
+        check_finite: bool = True,
     ) -> Subspace:
-        """Basis = the given networks themselves (ensembles, curves' control points)."""
-        splits = [split_state(w) for w in points]
+        """Basis = the given networks themselves (ensembles, curves' control points).
+        ``check_finite=False`` leaves the NaN check to the caller (one pass over the
+        stacked basis instead of one per network)."""
+        splits = [split_state(w, check_finite) for w in points]
         params0 = splits[0][0]
         for i, (params, _) in enumerate(splits[1:], start=2):
             check_same_keys(params0, params, f"network {i}")

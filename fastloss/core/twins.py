@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fastloss import ops
-from fastloss.core.context import PointContext
+from fastloss.core.context import PointContext, SharedProducts
 from fastloss.errors import ArgumentError
 from fastloss.ops.dispatch import is_channels_last
 
@@ -41,9 +41,33 @@ class Twin(nn.Module):
     def ctx(self) -> PointContext:
         return self.ctx_ref[0]
 
-    def per_point(self, name: str) -> Tensor | None:
+    def basis(self, name: str) -> Tensor | None:
+        """The basis of parameter ``name`` that this pass's coordinates refer to: all J
+        points, or the rows ``ctx.rows`` when the pass uses only those."""
         basis = getattr(self, name)
+        rows = self.ctx.rows
+        return basis if basis is None or rows is None else basis.index_select(0, rows)
+
+    def weight_basis(self) -> Tensor:
+        """`basis` of the weight, which the linear and conv layers always have."""
+        return cast(Tensor, self.basis("weight"))
+
+    def per_point(self, name: str) -> Tensor | None:
+        basis = self.basis(name)
         return None if basis is None else ops.synthesize(basis, self.ctx.coords)
+
+    def expands_shared_input(self) -> bool:
+        """Whether the shared input runs as K per-point copies: in a pass over some basis
+        rows, at least as many as its points (a chunk of an ensemble's members), K products
+        cost less than the rows' products and their combination."""
+        rows = self.ctx.rows
+        return rows is not None and rows.numel() >= self.ctx.K
+
+    def reuses_products(self) -> bool:
+        """Whether this pass takes the shared input's products from the cache: without
+        autograd, and over the whole basis (a pass over some rows computes only theirs)."""
+        ctx = self.ctx
+        return ctx.products is not None and ctx.rows is None and not torch.is_grad_enabled()
 
 
 class SubspaceLinear(Twin):
@@ -51,18 +75,21 @@ class SubspaceLinear(Twin):
 
     def forward(self, x: Tensor) -> Tensor:
         ctx, out = self.ctx, self.weight.shape[1]
-        if ctx.is_shared(x, self.qualified_name):
+        shared = ctx.is_shared(x, self.qualified_name)
+        if shared and self.reuses_products():
             x2 = x.reshape(-1, x.shape[-1])
-            if ctx.products is not None and not torch.is_grad_enabled():
-                parts = ctx.products.get(self.qualified_name, x2, self.products)
-                y = ops.synthesize(parts, ctx.coords)
-            else:
-                y = ops.subspace_linear(x2, self.weight, self.bias, ctx.coords)
-            return y.reshape(ctx.K * x.shape[0], *x.shape[1:-1], out)
-        y = ops.subspace_linear(
-            x.reshape(ctx.K, -1, x.shape[-1]), self.weight, self.bias, ctx.coords
-        )
-        return y.reshape(*x.shape[:-1], out)
+            parts = cast(SharedProducts, ctx.products).get(self.qualified_name, x2, self.products)
+            y = ops.synthesize(parts, ctx.coords)
+        elif shared:
+            x2 = x.reshape(-1, x.shape[-1])
+            if self.expands_shared_input():
+                x2 = x2.expand(ctx.K, *x2.shape)
+            y = ops.subspace_linear(x2, self.weight_basis(), self.basis("bias"), ctx.coords)
+        else:
+            x3 = x.reshape(ctx.K, -1, x.shape[-1])
+            y = ops.subspace_linear(x3, self.weight_basis(), self.basis("bias"), ctx.coords)
+            return y.reshape(*x.shape[:-1], out)
+        return y.reshape(ctx.K * x.shape[0], *x.shape[1:-1], out)
 
     def products(self, x: Tensor) -> Tensor:
         """``[B, I] -> [J, B, O]``: ``x·W_jᵀ + b_j`` for every basis point j."""
@@ -95,28 +122,29 @@ class SubspaceConv(Twin):
                 raise ArgumentError(f"{name}: padding='same' with an even kernel is not supported")
         self.padding = padding
 
-    def conv(self, x: Tensor, coords: Tensor) -> Tensor:
+    def conv(self, x: Tensor, weight: Tensor, bias: Tensor | None, coords: Tensor) -> Tensor:
         conv = ops.subspace_conv2d if self.spatial == 2 else ops.subspace_conv1d
-        return conv(
-            x, self.weight, self.bias, coords, self.stride, self.padding, self.dilation, self.groups
-        )
+        return conv(x, weight, bias, coords, self.stride, self.padding, self.dilation, self.groups)
 
     def forward(self, x: Tensor) -> Tensor:
         ctx = self.ctx
-        if not ctx.is_shared(x, self.qualified_name):
-            y = self.conv(x.reshape(ctx.K, -1, *x.shape[1:]), ctx.coords)
-        elif ctx.products is not None and not torch.is_grad_enabled():
-            parts = ctx.products.get(self.qualified_name, x, self.products)
+        if ctx.is_shared(x, self.qualified_name) and self.reuses_products():
+            parts = cast(SharedProducts, ctx.products).get(self.qualified_name, x, self.products)
             y = combine_in_layout(parts, ctx.coords)
         else:
-            y = self.conv(x, ctx.coords)
+            if not ctx.is_shared(x, self.qualified_name):
+                x = x.reshape(ctx.K, -1, *x.shape[1:])
+            elif self.expands_shared_input():
+                x = x.expand(ctx.K, *x.shape)
+            y = self.conv(x, self.weight_basis(), self.basis("bias"), ctx.coords)
         return y.reshape(-1, *y.shape[2:])
 
     def products(self, x: Tensor) -> Tensor:
         """``[B, Ci, *spatial] -> [J, B, Co, *spatial]``: the output at each basis point (bias
         included), in the layout the op gives its outputs."""
         J = self.weight.shape[0]
-        return self.conv(x, torch.eye(J, dtype=self.ctx.coords.dtype, device=x.device))
+        eye = torch.eye(J, dtype=self.ctx.coords.dtype, device=x.device)
+        return self.conv(x, self.weight, self.bias, eye)
 
 
 def combine_in_layout(parts: Tensor, coords: Tensor) -> Tensor:
@@ -168,8 +196,8 @@ class PointwiseBatchNorm(Twin):
             points,
             self.running_mean if track else None,
             self.running_var if track else None,
-            self.weight,
-            self.bias,
+            self.basis("weight"),
+            self.basis("bias"),
             ctx.coords,
             self.training or not track,
             momentum,

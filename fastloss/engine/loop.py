@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fastloss.core import BatchedModel, SharedProducts, Subspace, batch
+from fastloss.core import BatchedModel, SharedProducts, Subspace, batch, used_rows
 from fastloss.engine.inputs import (
     Data,
     batches,
@@ -185,7 +185,8 @@ def run(
     work_dtype = ev.dtype or torch.float32
     # Coordinates stay float32 for bf16/fp16 work, so they keep 24 bits.
     coord_dtype = torch.float64 if work_dtype == torch.float64 else torch.float32
-    coords = coords.to(ev.device, coord_dtype)
+    points = coords.to("cpu", coord_dtype)  # chunks are cut here, then moved to the device
+    coords = points.to(ev.device)
     probe = next(iter(ev.data.values()))[0]
     if ev.largest_activation is None:
         ev.largest_activation = largest_activation_bytes(ev.batched, coords, probe)
@@ -203,9 +204,14 @@ def run(
             i = 0
             while i < len(pending):
                 idx = pending[i : i + chunk]
+                chunk_coords, rows = used_rows(points[torch.as_tensor(idx)])
                 try:
                     values = evaluate_chunk(
-                        ev, coords[torch.as_tensor(idx, device=ev.device)], reducers, eval_batch
+                        ev,
+                        chunk_coords.to(ev.device),
+                        reducers,
+                        eval_batch,
+                        rows=None if rows is None else rows.to(ev.device),
                     )
                 except torch.cuda.OutOfMemoryError:
                     if chunk == 1:
@@ -237,12 +243,17 @@ def run_in_memory(
 
 @torch.no_grad()
 def evaluate_chunk(
-    ev: Evaluation, coords: Tensor, reducers: Sequence[Reducer], eval_batch: int
+    ev: Evaluation,
+    coords: Tensor,
+    reducers: Sequence[Reducer],
+    eval_batch: int,
+    rows: Tensor | None = None,
 ) -> dict[str, np.ndarray]:
-    """Every reducer's values at the points ``coords [k, J]`` (BN statistics set first)."""
+    """Every reducer's values at the points ``coords [k, J]`` (BN statistics set first);
+    ``rows``: the basis points ``coords`` refer to, if not all (`core.used_rows`)."""
     k = coords.shape[0]
     if ev.bn == "recompute":
-        recompute_bn(ev.batched, coords, ev.data["train"], ev.batch_size)
+        recompute_bn(ev.batched, coords, ev.data["train"], ev.batch_size, rows)
     elif ev.bn == "fixed":
         ev.batched.set_bn_statistics(k, "fixed", coords.device)
     for r in reducers:
@@ -251,7 +262,7 @@ def evaluate_chunk(
         readers = [r for r in reducers if r.reads(split)]
         offset = 0
         for xb, yb in batches(x, y, eval_batch) if readers else ():
-            outputs = ev.batched(xb, coords)
+            outputs = ev.batched(xb, coords, rows)
             for r in readers:
                 r.update(split, outputs, yb, offset)
             offset += xb.shape[0]
@@ -263,10 +274,12 @@ def evaluate_chunk(
 
 
 @torch.no_grad()
-def recompute_bn(batched: BatchedModel, coords: Tensor, data: Data, batch_size: int) -> None:
+def recompute_bn(
+    batched: BatchedModel, coords: Tensor, data: Data, batch_size: int, rows: Tensor | None = None
+) -> None:
     """Per-point BN statistics over ``data``: the cumulative average of batch statistics."""
     batched.set_bn_statistics(coords.shape[0], "recompute", coords.device)
     batched.train()
     for xb, _ in batches(*data, batch_size):
-        batched(xb, coords)
+        batched(xb, coords, rows)
     batched.eval()

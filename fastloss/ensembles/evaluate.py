@@ -26,7 +26,7 @@ from torch.optim.swa_utils import update_bn
 from fastloss.core import Subspace
 from fastloss.data import Dataset
 from fastloss.engine import has_batch_norm
-from fastloss.ensembles.metrics import ECE_BINS, reliability, scores
+from fastloss.ensembles.metrics import ECE_BINS, reliability, scores_of_sets
 from fastloss.errors import ArgumentError, DataError
 from fastloss.surfaces import predict
 
@@ -58,14 +58,16 @@ def members_subspace(members: Sequence[Member]) -> tuple[Subspace, Tensor]:
             f"an ensemble needs at least two members, got {len(members)}; evaluate a single "
             "network with fastloss.training.evaluate_model"
         )
-    for m, member in enumerate(members, start=1):
-        tensors = member.state_dict() if isinstance(member, nn.Module) else member
-        for name, t in tensors.items():
-            if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():
-                raise DataError(f"ensemble member {m}: {name!r} holds NaN or inf")
-    subspace = Subspace.from_points(
-        list(members), names=[f"member{m + 1}" for m in range(len(members))], kind="ensemble"
-    )
+    names = [f"member{m + 1}" for m in range(len(members))]
+    subspace = Subspace.from_points(members, names, kind="ensemble", check_finite=False)
+    for name, stacked in subspace.basis.items():  # one pass per parameter, all members
+        if stacked.numel() and not torch.isfinite(torch.stack(torch.aminmax(stacked))).all():
+            bad = ~torch.isfinite(stacked).flatten(1).all(1)  # NaN propagates through aminmax
+            m = int(bad.nonzero()[0]) + 1
+            raise DataError(f"ensemble member {m}: {name!r} holds NaN or inf")
+    for name, t in subspace.reference_buffers.items():  # bn="fixed" uses the first's
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise DataError(f"ensemble member 1: {name!r} holds NaN or inf")
     return subspace, torch.eye(len(members), dtype=torch.float64)
 
 
@@ -88,11 +90,12 @@ def score_members(
     member_probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS
 ) -> EnsembleResult:
     """Scores of members' probabilities ``[M, N, C]``, their average and its prefixes."""
-    running = np.cumsum(member_probs, axis=0)
-    cumulative = [scores(running[m] / (m + 1), labels, bins) for m in range(len(member_probs))]
-    bma = running[-1] / len(member_probs)
+    M = len(member_probs)
+    running = np.cumsum(member_probs, axis=0) / np.arange(1, M + 1)[:, None, None]
+    cumulative = scores_of_sets(running, labels, bins)
+    bma = running[-1]
     return EnsembleResult(
-        members=[scores(p, labels, bins) for p in member_probs],
+        members=scores_of_sets(member_probs, labels, bins),
         ensemble=cumulative[-1],
         cumulative=cumulative,
         reliability=reliability(bma, labels, bins),

@@ -79,9 +79,35 @@ def ece(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
 
 def scores(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> dict[str, float]:
     """``{"acc", "nll", "ece", "brier"}`` of ``probs [N, C]`` against ``labels [N]``."""
-    return {
-        "acc": accuracy(probs, labels),
-        "nll": nll(probs, labels),
-        "ece": ece(probs, labels, bins),
-        "brier": brier(probs, labels),
-    }
+    _check(probs, labels)
+    return scores_of_sets(probs[None], labels, bins)[0]
+
+
+def scores_of_sets(
+    probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS
+) -> list[dict[str, float]]:
+    """`scores` of each of ``probs [S, N, C]``, S predictions of the same samples (an
+    ensemble's members), computed for all S at once."""
+    if probs.ndim != 3:
+        raise DataError(f"expected probabilities [S, N, C], got {list(probs.shape)}")
+    _check(probs[0], labels)
+    if bins < 1:
+        raise DataError(f"bins must be >= 1, got {bins}")
+    S, N = probs.shape[:2]
+    p_true = probs[:, np.arange(N), labels]
+    correct = probs.argmax(2) == labels
+    confidence = probs.max(2)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    which += bins * np.arange(S)[:, None]  # one set of bins per prediction set
+    # Σ_b (n_b / N)·|acc_b − conf_b| = Σ_b |Σ_{i∈b} correct_i − Σ_{i∈b} confidence_i| / N
+    gap = np.bincount(which.ravel(), (correct - confidence).ravel(), minlength=S * bins)
+    ece = np.abs(gap.reshape(S, bins)).sum(1) / max(N, 1)
+    # Σ_c (p_c − 1[c = y])² = Σ_c p_c² − 2 p_y + 1
+    brier = (np.square(probs).sum(2) - 2 * p_true + 1).mean(1)
+    nll = -np.log(np.maximum(p_true, _TINY)).mean(1)
+    acc = correct.mean(1)
+    return [
+        {"acc": float(acc[i]), "nll": float(nll[i]), "ece": float(ece[i]), "brier": float(brier[i])}
+        for i in range(S)
+    ]

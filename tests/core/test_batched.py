@@ -8,7 +8,7 @@ from torch import nn
 from torch.func import functional_call
 
 import fastloss.core.twins as twins_module
-from fastloss.core import Line, Plane, Subspace, batch
+from fastloss.core import Line, Plane, Subspace, batch, used_rows
 from fastloss.models import build_model
 
 
@@ -106,6 +106,32 @@ def test_batched_matches_functional_call(name, train):
     # The plane passes through the networks: (0, 0) is w1 and (1, 0) is w2.
     if name == "mlp":
         torch.testing.assert_close(out[1], models[1](x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(small_models()))
+@pytest.mark.parametrize("train", [False, True])
+def test_a_pass_over_some_basis_rows_equals_the_pass_over_all(name, train):
+    make = small_models()[name]
+    members = [_trained_like(make, s) for s in range(4)]
+    ensemble = Subspace.from_points(members)
+    x = torch.randn(6, 1, 8, 8)
+    one_hot = torch.eye(4)[[3, 1]]  # two members: as many rows as points, input expanded
+    mixed = torch.tensor([[0.5, 0.0, 0.5, 0.0], [1.0, 0.0, 0.0, 0.0], [0.2, 0.0, 0.9, 0.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        batched = batch(members[0], ensemble)
+    batched.train(train)
+    for coords, rows in [(one_hot, [1, 3]), (mixed, [0, 2])]:
+        assert used_rows(coords)[1].tolist() == rows
+        batched.set_bn_statistics(len(coords), "fixed")
+        full = batched(x, coords)
+        batched.set_bn_statistics(len(coords), "fixed")
+        with torch.no_grad(), batched.caching_products():  # rows bypass the products cache
+            some = batched(x, *used_rows(coords))
+        torch.testing.assert_close(some, full, rtol=1e-5, atol=1e-6)
+    if not train:
+        torch.testing.assert_close(some, _reference(members[0], ensemble, mixed, x, False))
+    assert used_rows(torch.ones(2, 4))[1] is None  # every row used: the plain pass
 
 
 @pytest.mark.parametrize(

@@ -129,11 +129,11 @@ def test_out_of_memory_halves_the_chunk_and_gives_the_same_values(monkeypatch):
     expected = run_in_memory(prepare(model, plane, data), coords, reducer)
     real, sizes = loop_module.evaluate_chunk, []
 
-    def tight_memory(ev, c, reducers, eval_batch):
+    def tight_memory(ev, c, reducers, eval_batch, rows=None):
         sizes.append(c.shape[0])
         if c.shape[0] > 2:  # what a GPU without room for more than two points would do
             raise torch.cuda.OutOfMemoryError("simulated")
-        return real(ev, c, reducers, eval_batch)
+        return real(ev, c, reducers, eval_batch, rows=rows)
 
     monkeypatch.setattr(loop_module, "evaluate_chunk", tight_memory)
     ev = prepare(model, plane, data)

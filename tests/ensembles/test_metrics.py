@@ -63,3 +63,20 @@ def test_bad_input_is_refused():
         metrics.nll(probs, labels + 5)
     with pytest.raises(DataError, match="expected probabilities"):
         metrics.brier(probs[:, :, None], labels)
+    with pytest.raises(DataError, match=r"\[S, N, C\]"):
+        metrics.scores_of_sets(probs, labels)
+
+
+def test_scores_of_sets_equal_each_set_scored_alone():
+    sets = np.stack([_probs(seed=s)[0] for s in range(4)])
+    labels = _probs()[1]
+    together = metrics.scores_of_sets(sets, labels)
+    for probs, got in zip(sets, together, strict=True):
+        alone = {
+            "acc": metrics.accuracy(probs, labels),
+            "nll": metrics.nll(probs, labels),
+            "ece": metrics.reliability(probs, labels)["ece"],
+            "brier": metrics.brier(probs, labels),
+        }
+        assert got == pytest.approx(alone, rel=1e-12, abs=1e-15)
+    assert len({round(s["ece"], 12) for s in together}) == 4  # the sets' bins are kept apart
