@@ -17,7 +17,9 @@ from fastloss.models.layout import conv_layout, conv_size
 
 
 class LeNet5(nn.Sequential):
-    """LeNet-5 with ReLU and max pooling: conv 5 (6) → pool → conv 5 (16) → pool → 120 → 84.
+    """LeNet-5 with ReLU and max pooling: conv 5 (6) → pool → conv 5 (16) → pool → 120 → 84;
+    with ``bn``, BatchNorm after every conv and hidden Linear (as the variance networks of
+    Neklyudov et al. 2018 are built).
 
     Inputs smaller than 32 get the first conv padded by 2 (the classic way to feed 28×28 MNIST
     to a net designed for 32×32); the second conv is padded too where the map is smaller than
@@ -30,6 +32,7 @@ class LeNet5(nn.Sequential):
         num_classes: int,
         channels: Sequence[int] = (6, 16),
         widths: Sequence[int] = (120, 84),
+        bn: bool = False,
     ):
         lay = conv_layout("lenet5", in_shape)
         c1, c2 = (int(c) for c in channels)
@@ -38,7 +41,8 @@ class LeNet5(nn.Sequential):
         for c_in, c_out, pad in ((lay.channels, c1, 2 if min(size) < 32 else 0), (c1, c2, None)):
             if pad is None:
                 pad = 0 if min(size) >= 5 else 2
-            layers += [lay.conv(c_in, c_out, 5, padding=pad), nn.ReLU()]
+            norm = [lay.batch_norm(c_out)] if bn else []
+            layers += [lay.conv(c_in, c_out, 5, padding=pad), *norm, nn.ReLU()]
             size = conv_size(size, 5, pad)
             if min(size) >= 2:
                 layers.append(lay.max_pool(2))
@@ -46,7 +50,7 @@ class LeNet5(nn.Sequential):
         dense = [c2 * math.prod(size), *(int(w) for w in widths)]
         layers.append(nn.Flatten())
         for a, b in zip(dense[:-1], dense[1:], strict=True):
-            layers += [nn.Linear(a, b), nn.ReLU()]
+            layers += [nn.Linear(a, b), *([nn.BatchNorm1d(b)] if bn else []), nn.ReLU()]
         layers.append(nn.Linear(dense[-1], num_classes))
         super().__init__(*layers)
 

@@ -5,8 +5,9 @@ shape (``x.shape[1:]``). Which inputs each model takes:
 
 | name | inputs | options (defaults) |
 |---|---|---|
-| ``mlp`` | any shape (flattened) | ``widths=(256, 256)`` |
-| ``lenet5`` | ``[L]``, ``[C, L]``, ``[C, H, W]`` | ``channels=(6, 16)``, ``widths=(120, 84)`` |
+| ``mlp``, ``mlp-bn`` | any shape (flattened) | ``widths=(256, 256)`` |
+| ``lenet5``, ``lenet5-bn`` | ``[L]``, ``[C, L]``, ``[C, H, W]`` | ``channels=(6, 16)``, |
+| | | ``widths=(120, 84)`` |
 | ``mpo-cnn``, ``mpo-cnn-bn`` | same | MPO paper: ``channels=(8, 32, 64)``, ``hidden=128`` |
 | ``mpo-cnn6``, ``mpo-cnn6-bn`` | same | MPO BN experiment: 8/8/32/32/64/64 channels |
 | ``resnet20``, ``resnet20-noskip`` | same | ``depth=20`` (any 6n + 2), ``width=16`` |
@@ -46,7 +47,9 @@ _p = functools.partial
 # name -> builder(in_shape, num_classes, **kwargs)
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
+    "mlp-bn": _p(MLP, bn=True),
     "lenet5": LeNet5,
+    "lenet5-bn": _p(LeNet5, bn=True),
     "mpo-cnn": MPOConvNet,
     "mpo-cnn-bn": _p(MPOConvNet, bn=True),
     "mpo-cnn6": _p(MPOConvNet, channels=(8, 8, 32, 32, 64, 64)),

@@ -89,6 +89,7 @@ def train(
     progress: bool = False,
     loss: LossLike = "cross_entropy",
     on_step: StepCallback | None = None,
+    penalty: Callable[[], Tensor] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` in place on ``train = (x, y)``; return its history. ``loss`` is a
     built-in loss name (``"cross_entropy"``, ``"mse"``, ``"gaussian_nll"``), a per-sample
@@ -99,8 +100,10 @@ def train(
     ``"constant"`` (see `fastloss.training.lr_factor`), or any ``schedule(step, total)``
     giving the multiplier at ``step`` (from 0) of ``total`` (the ensembling methods' cyclic
     rates). ``on_step(steps_done, model)`` runs after every step (weight averaging,
-    snapshots); an epoch has ``ceil(N / batch_size)`` steps. The defaults train an MLP on
-    MNIST-1D and small conv nets on digits in seconds on a CPU (see the README). Shuffling
+    snapshots). ``penalty()`` is added to every batch's mean loss (a variational model's
+    KL term over N; the reported losses leave it out). An epoch has ``ceil(N /
+    batch_size)`` steps. The defaults train an MLP on MNIST-1D and small conv nets on
+    digits in seconds on a CPU (see the README). Shuffling
     uses its own generator seeded with ``seed``, and ``torch.manual_seed(seed)`` is set for
     the run (the caller's global RNG state is restored afterwards). Batches of one sample are
     skipped (BatchNorm cannot use them).
@@ -164,13 +167,14 @@ def train(
                     group["lr"] = lr * factor
                 outputs = model(x[idx])
                 batch_loss = spec.mean(outputs, y[idx])
-                if not torch.isfinite(batch_loss):
+                objective = batch_loss if penalty is None else batch_loss + penalty()
+                if not torch.isfinite(objective):
                     raise DivergedError(
-                        f"training diverged: loss {float(batch_loss.detach())} at epoch "
+                        f"training diverged: loss {float(objective.detach())} at epoch "
                         f"{epoch + 1}, step {step}; lower lr (now {lr})"
                     )
                 opt.zero_grad(set_to_none=True)
-                batch_loss.backward()
+                objective.backward()
                 opt.step()
                 loss_sum += float(batch_loss.detach()) * len(idx)
                 if spec.classification:

@@ -47,6 +47,26 @@ def test_mlp_learns_mnist1d():
     assert history["test_acc"] > 40  # chance is 10 %; the 30-epoch default reaches ~67 %
 
 
+def test_a_penalty_joins_the_objective_but_not_the_reported_loss(digits):
+    small = subsample(digits[0], 300, seed=1)
+    norms, histories = {}, {}
+    for strength in (0.0, 1.0):
+        model = fresh("mlp", small, widths=(32,))
+
+        def penalty(model=model, strength=strength):
+            return strength * sum(p.square().sum() for p in model.parameters())
+
+        histories[strength] = train(
+            model, small, epochs=3, weight_decay=0.0, penalty=penalty, schedule="constant"
+        )
+        norms[strength] = float(sum(p.detach().square().sum() for p in model.parameters()))
+    assert norms[1.0] < 0.5 * norms[0.0]  # the penalty pulled the weights in
+    # The reported loss is the data term alone: the penalised run fits worse, it is not the
+    # penalty's size (a squared norm of ~norms[1.0] would dwarf it).
+    final = histories[1.0]["epochs"][-1]["train_loss"]
+    assert histories[0.0]["epochs"][-1]["train_loss"] < final < 2.5
+
+
 def test_deterministic_and_seeded(digits):
     small = subsample(digits[0], 300, seed=1)
 
