@@ -19,12 +19,13 @@ from fastloss.cli import (
     surfaces,
     train,
     video,
+    vnet,
 )
 from fastloss.cli.options import as_flags
 from fastloss.engine import keep_freed_memory
 from fastloss.errors import FastlossError
 
-GROUPS = (info, train, surfaces, profile, plot, demo, curve, mpo, ensembles, video)
+GROUPS = (info, train, surfaces, profile, plot, demo, curve, mpo, ensembles, vnet, video)
 
 
 def build_parser() -> argparse.ArgumentParser:
