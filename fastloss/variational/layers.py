@@ -55,7 +55,7 @@ class VariationalLayer(nn.Module):
 
     bias: Tensor | None
 
-    def __init__(self, weight: Tensor, bias: Tensor | None, kind: str, init_log: float):
+    def __init__(self, weight: Tensor, bias: Tensor | None, kind: str, init_log: float | Tensor):
         super().__init__()
         if kind not in KINDS:
             raise ArgumentError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -72,7 +72,8 @@ class VariationalLayer(nn.Module):
             shape = {"layer": (1,), "neuron": (weight.shape[0],), "weight": weight.shape}[kind]
             self.log_alpha = nn.Parameter(torch.full(shape, float(init_log)))
         else:
-            self.log_sigma2 = nn.Parameter(torch.full(weight.shape, float(init_log)))
+            start = torch.as_tensor(init_log, dtype=weight.dtype, device=weight.device)
+            self.log_sigma2 = nn.Parameter(start.expand(weight.shape).clone())
 
     def linear_map(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         raise NotImplementedError
@@ -141,7 +142,7 @@ class VariationalLayer(nn.Module):
 class VariationalLinear(VariationalLayer):
     """`VariationalLayer` of an ``nn.Linear``."""
 
-    def __init__(self, linear: nn.Linear, kind: str, init_log: float):
+    def __init__(self, linear: nn.Linear, kind: str, init_log: float | Tensor):
         super().__init__(linear.weight, linear.bias, kind, init_log)
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
@@ -156,7 +157,7 @@ class VariationalLinear(VariationalLayer):
 class VariationalConv(VariationalLayer):
     """`VariationalLayer` of an ``nn.Conv1d`` or ``nn.Conv2d`` (zero padding)."""
 
-    def __init__(self, conv: nn.Conv1d | nn.Conv2d, kind: str, init_log: float):
+    def __init__(self, conv: nn.Conv1d | nn.Conv2d, kind: str, init_log: float | Tensor):
         if conv.padding_mode != "zeros":
             raise ArgumentError(
                 f"variational convolutions take padding_mode='zeros', got {conv.padding_mode!r}"

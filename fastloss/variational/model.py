@@ -15,7 +15,7 @@ import copy
 import fnmatch
 import math
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -36,16 +36,20 @@ _DETERMINISTIC = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 META_KEY = "variational"  # the checkpoint metadata entry of a variational model
 
 
-def _initial_log(module: nn.Module, kind: str, alpha: float, log_alpha: float) -> Any:
-    """The starting log α or log σ² of ``module``'s variational form."""
+def _initial_log(module: nn.Module, kind: str, alpha: float, log_alpha: float) -> float | Tensor:
+    """The starting log α or log σ² of ``module``'s variational form. A variance layer
+    starts at σ_ij² = w_ij² of the module's (random) weights: the init's scale, and units
+    that differ (a constant σ² would make every unit of a layer alike, and alike they
+    would stay, their means being zero)."""
     weight = cast(Tensor, module.weight).detach()
     if kind == "dropout":
         return math.log(alpha)
     if kind in DROPOUT_KINDS:
         return log_alpha
+    log_w2 = torch.log(weight.square() + 1e-12)
     if kind == "additive":  # the same noise as weight-wise dropout at log α
-        return log_alpha + math.log(float(weight.square().mean()) + 1e-12)
-    return math.log(float(weight.square().mean()) + 1e-12)  # variance: the init's scale
+        return log_alpha + log_w2
+    return log_w2
 
 
 def variational(
@@ -62,9 +66,9 @@ def variational(
     names the last one, which a variance network keeps deterministic: zero-mean logits
     cannot be trained by a one-sample likelihood). ``alpha``: the fixed rate of
     ``"dropout"`` (1 is binary dropout's p = 0.5); ``log_alpha``: the starting log α of
-    the learned dropout kinds, and the starting noise of ``"additive"`` (σ² = α·mean μ²);
-    variance layers start at σ² = the layer's mean squared weight. Refuses other
-    parametrised modules, by name."""
+    the learned dropout kinds, and the starting noise of ``"additive"`` (σ² = α·μ²);
+    variance layers start at σ² = w² of the model's weights. Refuses other parametrised
+    modules, by name."""
     if kind not in KINDS:
         raise ArgumentError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if kind == "dropout" and not alpha > 0:
