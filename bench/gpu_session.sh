@@ -30,4 +30,5 @@ python3 bench/bench_grid.py --device cuda --out bench/results/grid-gpu.json 2>&1
 python3 bench/bench_curve.py --device cuda --out bench/results/curve-gpu.json 2>&1 | tail -8
 python3 bench/bench_mpo.py --device cuda --out bench/results/mpo-gpu.json 2>&1 | tail -8
 python3 bench/bench_ensemble.py --device cuda --out bench/results/ensemble-gpu.json 2>&1 | tail -8
-cp bench/results/{ops,grid,curve,mpo,ensemble}-gpu.json "$results/" 2>/dev/null || true
+python3 bench/bench_vnet.py --device cuda --out bench/results/vnet-gpu.json 2>&1 | tail -8
+cp bench/results/{ops,grid,curve,mpo,ensemble,vnet}-gpu.json "$results/" 2>/dev/null || true

@@ -104,6 +104,41 @@ def score_members(
     )
 
 
+def ensemble_probs(
+    model: nn.Module,
+    members: Sequence[Member] | tuple[Subspace, Tensor],
+    test_x: Tensor,
+    train: Dataset | None = None,
+    *,
+    bn: str = "recompute",
+    batch_size: int | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Every member's predicted probabilities on ``test_x``, ``[M, N, C]`` in float64, in one
+    batched pass (per chunk of members); see `evaluate_ensemble`, which scores them."""
+    if isinstance(members, tuple) and len(members) == 2 and isinstance(members[0], Subspace):
+        subspace, coords = members
+        if len(coords) < 2:
+            raise ArgumentError(f"an ensemble needs at least two members, got {len(coords)}")
+    else:
+        subspace, coords = members_subspace(list(members))  # type: ignore[arg-type]
+    outputs = predict(
+        model,
+        subspace,
+        coords,
+        test_x,
+        train=train if has_batch_norm(model) and bn == "recompute" else None,
+        bn=bn,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        progress=progress,
+    )
+    return _as_probs(outputs)
+
+
 def evaluate_ensemble(
     model: nn.Module,
     members: Sequence[Member] | tuple[Subspace, Tensor],
@@ -123,26 +158,10 @@ def evaluate_ensemble(
     (``bins`` bins) and Brier score (`EnsembleResult`). ``members`` are modules or state
     dicts of ``model``'s architecture, or ``(subspace, coords [M, J])``."""
     _check_data(model, test, train, bn)
-    if isinstance(members, tuple) and len(members) == 2 and isinstance(members[0], Subspace):
-        subspace, coords = members
-        if len(coords) < 2:
-            raise ArgumentError(f"an ensemble needs at least two members, got {len(coords)}")
-    else:
-        subspace, coords = members_subspace(list(members))  # type: ignore[arg-type]
     x, y = test
-    outputs = predict(
-        model,
-        subspace,
-        coords,
-        x,
-        train=train if has_batch_norm(model) and bn == "recompute" else None,
-        bn=bn,
-        batch_size=batch_size,
-        device=device,
-        dtype=dtype,
-        progress=progress,
-    )
-    return score_members(_as_probs(outputs), y.cpu().numpy(), bins)
+    options = dict(bn=bn, batch_size=batch_size, device=device, dtype=dtype, progress=progress)
+    probs = ensemble_probs(model, members, x, train, **options)  # type: ignore[arg-type]
+    return score_members(probs, y.cpu().numpy(), bins)
 
 
 def _batches(x: Tensor, batch_size: int, like: Tensor) -> list[Tensor]:

@@ -121,12 +121,12 @@ class VariationalLayer(nn.Module):
             return self.variance().new_zeros(())
         return kl_log_uniform(self.log_alpha_full()).sum()
 
-    def sample(self, generator: torch.Generator | None = None) -> Tensor:
-        """One weight sample ``μ + σ ⊙ ε``."""
-        noise = torch.randn(
-            self.weight_shape, generator=generator, device=self.variance().device
-        ).to(self.variance().dtype)
-        return self.mean() + self.variance().sqrt() * noise
+    def sample(self, count: int, generator: torch.Generator | None = None) -> Tensor:
+        """``count`` weight samples ``μ + σ ⊙ ε``, ``[count, *weight.shape]``; the noise is
+        drawn on the CPU (from ``generator``), so a seed gives the same samples anywhere."""
+        std = self.variance().sqrt()
+        noise = torch.randn((count, *self.weight_shape), generator=generator)
+        return self.mean() + std * noise.to(std.device, std.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training:

@@ -20,6 +20,7 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
+from fastloss.core import Subspace, split_state
 from fastloss.errors import ArgumentError
 from fastloss.variational.layers import (
     DROPOUT_KINDS,
@@ -184,16 +185,47 @@ def mean_state(model: nn.Module) -> dict[str, Tensor]:
 
 
 @torch.no_grad()
-def sample_states(model: nn.Module, count: int, seed: int = 0) -> list[dict[str, Tensor]]:
-    """``count`` weight samples from the posterior, each as `plain_model`'s state dict."""
+def sample_weights(model: nn.Module, count: int, seed: int = 0) -> dict[str, Tensor]:
+    """``count`` weight samples of every variational layer, ``{layer: [count, *shape]}``,
+    drawn layer by layer from one generator seeded with ``seed``."""
     check_variational(model)
     if count < 1:
         raise ArgumentError(f"the number of samples K must be >= 1, got {count}")
     generator = torch.Generator().manual_seed(seed)
-    layers = variational_layers(model)
-    return [
-        _states(model, {n: layer.sample(generator) for n, layer in layers}) for _ in range(count)
-    ]
+    return {n: layer.sample(count, generator) for n, layer in variational_layers(model)}
+
+
+@torch.no_grad()
+def sample_states(model: nn.Module, count: int, seed: int = 0) -> list[dict[str, Tensor]]:
+    """``count`` weight samples from the posterior, each as `plain_model`'s state dict (the
+    samples of `sample_weights` with the same seed)."""
+    weights = sample_weights(model, count, seed)
+    return [_states(model, {n: w[k] for n, w in weights.items()}) for k in range(count)]
+
+
+@torch.no_grad()
+def sample_subspace(
+    model: nn.Module, count: int, seed: int = 0, with_mean: bool = False
+) -> tuple[Subspace, Tensor]:
+    """The weight samples of `sample_weights` (after the mean weights, ``with_mean``) as the
+    one-hot subspace of `plain_model` and their coordinates (the identity): every sample
+    drawn in one call per layer straight into the stacked basis, without a state dict per
+    sample; the deterministic parameters are shared by all points (an expanded view)."""
+    weights = sample_weights(model, count, seed)
+    layers = dict(variational_layers(model))
+    if with_mean:
+        weights = {n: torch.cat([layers[n].mean()[None], w]) for n, w in weights.items()}
+    points = count + with_mean
+    basis: dict[str, Tensor] = {}
+    params, buffers = split_state(_states(model, {n: w[0] for n, w in weights.items()}))
+    for name, value in params.items():
+        owner, _, leaf = name.rpartition(".")
+        if leaf == "weight" and owner in weights:
+            basis[name] = weights[owner]
+        else:
+            basis[name] = value.expand(points, *value.shape)
+    names = (["mean"] if with_mean else []) + [f"sample{k + 1}" for k in range(count)]
+    return Subspace(basis, names, "ensemble", buffers), torch.eye(points, dtype=torch.float64)
 
 
 @torch.no_grad()

@@ -2,7 +2,7 @@
 prediction schemes"): deterministic (the mean weights, the "weight scaling rule"),
 stochastic (one weight sample), and ensemble (K samples, probabilities averaged).
 
-The three run on the engine as one ensemble (`fastloss.evaluate_ensemble`): the mean
+The three run on the engine as one ensemble (`ensembles.evaluate.ensemble_probs`): the mean
 weights and the K weight samples are the points of a one-hot subspace, evaluated in one
 batched pass per chunk of points, not a Python loop over samples. The samples' scores give
 the stochastic prediction (the mean over K single samples, so its figure does not hang on
@@ -19,10 +19,12 @@ import torch
 from torch import nn
 
 from fastloss.data import Dataset
-from fastloss.ensembles import EnsembleResult, evaluate_ensemble
-from fastloss.ensembles.evaluate import score_members
+from fastloss.engine import has_batch_norm
+from fastloss.ensembles import EnsembleResult
+from fastloss.ensembles.evaluate import ensemble_probs, score_members
+from fastloss.ensembles.metrics import scores
 from fastloss.errors import ArgumentError
-from fastloss.variational.model import mean_state, plain_model, sample_states
+from fastloss.variational.model import plain_model, sample_subspace
 
 
 @dataclass
@@ -76,14 +78,19 @@ def predict_modes(
             "prediction, which predict_modes reports too)"
         )
     net = plain_model(model).cpu()
-    members = [mean_state(model), *sample_states(model, samples, seed)]
     # One batched pass: the mean weights and the K samples; then the samples scored alone.
-    both = evaluate_ensemble(net, members, test, train, batch_size=batch_size, device=device)
-    result = score_members(both.member_probs[1:], test[1].cpu().numpy())
+    points = sample_subspace(model, samples, seed, with_mean=True)
+    if not (isinstance(test, (tuple, list)) and len(test) == 2):
+        raise ArgumentError("test must be an (x, y) pair of tensors")
+    if train is None and has_batch_norm(net):
+        raise ArgumentError("the model has BatchNorm: give train data for each network's BN update")
+    probs = ensemble_probs(net, points, test[0], train, batch_size=batch_size, device=device)
+    labels = test[1].cpu().numpy()
+    result = score_members(probs[1:], labels)
     keys = result.members[0].keys()
     member_scores = {k: np.array([m[k] for m in result.members]) for k in keys}
     return PredictionModes(
-        deterministic=both.members[0],
+        deterministic=scores(probs[0], labels),
         stochastic={k: float(v.mean()) for k, v in member_scores.items()},
         stochastic_std={k: float(v.std()) for k, v in member_scores.items()},
         ensemble=result.ensemble,
