@@ -45,6 +45,13 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _add_eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=100, help="ensemble size K, default 100")
+    p.add_argument(
+        "--bn",
+        choices=("fixed", "recompute"),
+        default="fixed",
+        help="BatchNorm statistics: those of training (fixed, default) or each network's own "
+        "over the train data (recompute)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", required=True, help="output folder")
@@ -169,7 +176,7 @@ def _report(
     trained: bool,
 ) -> int:
     modes: PredictionModes = predict_modes(
-        model, test, args.samples, train=train, seed=args.seed, device=args.device
+        model, test, args.samples, train=train, bn=args.bn, seed=args.seed, device=args.device
     )
     a = modes.accuracies()
     spread = 100 * modes.stochastic_std["acc"]

@@ -65,13 +65,19 @@ def predict_modes(
     samples: int = 100,
     *,
     train: Dataset | None = None,
+    bn: str = "fixed",
     seed: int = 0,
     batch_size: int | None = None,
     device: str | torch.device | None = None,
 ) -> PredictionModes:
     """The three schemes' scores on ``test = (x, y)``, the ensemble over ``samples`` weight
-    samples drawn with ``seed``. A model with BatchNorm needs ``train``: every network (the
-    mean and each sample) gets its BN statistics recomputed on it, as ``update_bn``."""
+    samples drawn with ``seed``. BatchNorm layers use the running statistics of training
+    (``bn="fixed"``), which average over the posterior's noise as training saw it: with
+    them a network whose means carry no signal predicts at chance from its mean weights,
+    as Neklyudov et al. report. ``bn="recompute"`` gives every network (the mean and each
+    sample) statistics of its own over ``train``, as ``update_bn``; measured on a
+    variational LeNet-5 (log α ≈ 5), that ensemble fell to 36 % where the fixed one
+    scored 94 %: a sample's own statistics remove offsets the network never saw removed."""
     if samples < 2:
         raise ArgumentError(
             f"the ensemble needs K >= 2 samples, got {samples} (K = 1 is the stochastic "
@@ -82,9 +88,13 @@ def predict_modes(
     points = sample_subspace(model, samples, seed, with_mean=True)
     if not (isinstance(test, (tuple, list)) and len(test) == 2):
         raise ArgumentError("test must be an (x, y) pair of tensors")
-    if train is None and has_batch_norm(net):
-        raise ArgumentError("the model has BatchNorm: give train data for each network's BN update")
-    probs = ensemble_probs(net, points, test[0], train, batch_size=batch_size, device=device)
+    if bn == "recompute" and train is None and has_batch_norm(net):
+        raise ArgumentError(
+            "the model has BatchNorm: give train data for each network's BN update, or "
+            "bn='fixed' to use the statistics of training"
+        )
+    options = dict(bn=bn, batch_size=batch_size, device=device)
+    probs = ensemble_probs(net, points, test[0], train, **options)  # type: ignore[arg-type]
     labels = test[1].cpu().numpy()
     result = score_members(probs[1:], labels)
     keys = result.members[0].keys()

@@ -51,15 +51,25 @@ def test_modes_equal_the_per_sample_loop(kind):
     assert len(modes.samples.cumulative) == 6  # the ensemble after 1 ... K samples
 
 
-def test_batch_norm_statistics_are_recomputed_for_every_network():
+def test_batch_norm_uses_the_statistics_of_training_or_recomputes_them():
     net, test, train = _noisy("mlp-bn"), _data(40, 1), _data(64, 2)
-    with pytest.raises(ArgumentError, match="BatchNorm"):
-        predict_modes(net, test, samples=3)
-    modes = predict_modes(net, test, samples=3, train=train, seed=1)
     members = [mean_state(net), *sample_states(net, 3, seed=1)]
+    # bn="fixed" (the default): every network with the running statistics of training
+    modes = predict_modes(net, test, samples=3, seed=1)
+    plain = plain_model(net).eval()
+    fixed = []
+    for state in members:
+        plain.load_state_dict(state)  # the state dicts carry the trained BN buffers
+        fixed.append(torch.softmax(plain(test[0]).double(), -1).detach().numpy())
+    np.testing.assert_allclose(modes.samples.member_probs, np.stack(fixed[1:]), atol=2e-6)
+    # bn="recompute": each network's own statistics over the train data, as update_bn
+    with pytest.raises(ArgumentError, match="BatchNorm"):
+        predict_modes(net, test, samples=3, bn="recompute")
+    modes = predict_modes(net, test, samples=3, train=train, bn="recompute", seed=1)
     loop = serial_ensemble(plain_model(net), members, test, train)  # update_bn per member
     np.testing.assert_allclose(modes.samples.member_probs, loop.member_probs[1:], atol=2e-5)
     assert modes.deterministic == pytest.approx(loop.members[0], abs=1e-5)
+    assert not np.allclose(loop.member_probs[1:], np.stack(fixed[1:]), atol=1e-3)
 
 
 def test_refusals():
