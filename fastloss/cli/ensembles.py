@@ -11,14 +11,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastloss.cli.options import add_data_options, check_fits, command, load_data_from
+from fastloss.cli.options import (
+    add_data_options,
+    check_fits,
+    check_outputs,
+    command,
+    load_data_from,
+)
 from fastloss.data import Dataset, num_classes
 from fastloss.ensembles import SWAG, evaluate_ensemble, fge, train_swa
 from fastloss.ensembles.evaluate import EnsembleResult, score_members
 from fastloss.ensembles.schedules import SWA_RATES
 from fastloss.ensembles.swag import SWAG_MODES, load_swag, save_swag
 from fastloss.ensembles.width import optima_width
-from fastloss.errors import ArgumentError, OutputExistsError
+from fastloss.errors import ArgumentError
 from fastloss.io import load_checkpoint, save_checkpoint
 from fastloss.io.atomic import atomic_output
 from fastloss.io.ensemble_file import save_ensemble_file
@@ -115,15 +121,6 @@ def _save_result(
     )
 
 
-def _check_outputs(paths: list[Path], overwrite: bool) -> None:
-    """Refuse before any work when a finished result would be overwritten."""
-    if overwrite:
-        return
-    for path in paths:
-        if path.exists():
-            raise OutputExistsError(f"{path} exists; pass overwrite=True or another out folder")
-
-
 # --------------------------------------------------------------------------- swa, swag collect
 
 
@@ -167,7 +164,7 @@ def _swa(args: argparse.Namespace) -> int:
     out = Path(args.out)
     is_swag = getattr(args, "rank", None) is not None
     outputs = [out / "swa.pt", out / "sgd.pt"] + ([out / "swag.pt"] if is_swag else [])
-    _check_outputs(outputs, args.overwrite)
+    check_outputs(outputs, args.overwrite)
     train, test = load_data_from(args)
     model = _start_model(args, train, test)
     swa_start = args.swa_start if args.swa_start is not None else (0 if args.start else 30)
@@ -254,7 +251,7 @@ def _register_swag_predict(commands: argparse._SubParsersAction) -> None:
 
 def _swag_predict(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    _check_outputs([out], args.overwrite)
+    check_outputs([out], args.overwrite)
     swag, meta = load_swag(args.swag)
     train, test = load_data_from(args)
     check_fits(train, meta, args.swag, args.data)
@@ -330,7 +327,7 @@ def _register_fge(commands: argparse._SubParsersAction) -> None:
 def _fge(args: argparse.Namespace) -> int:
     out = Path(args.out)
     snapshots = [out / f"snapshot-{i + 1:02d}.pt" for i in range(args.cycles)]
-    _check_outputs([out / "fge.h5", *snapshots], args.overwrite)
+    check_outputs([out / "fge.h5", *snapshots], args.overwrite)
     _, meta = load_checkpoint(args.checkpoint)
     train, test = load_data_from(args)
     check_fits(train, meta, args.checkpoint, args.data)
@@ -397,7 +394,7 @@ def _register_ensemble_eval(commands: argparse._SubParsersAction) -> None:
 
 def _ensemble_eval(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    _check_outputs([out], args.overwrite)
+    check_outputs([out], args.overwrite)
     if len(args.checkpoints) < 2:
         raise ArgumentError("an ensemble needs at least two checkpoints")
     loaded = [load_checkpoint(path) for path in args.checkpoints]
@@ -458,7 +455,7 @@ def _register_width(commands: argparse._SubParsersAction) -> None:
 def _width(args: argparse.Namespace) -> int:
     out = Path(args.out)
     outputs = [out / "width.png", out / "rays.png", out / "width.json"]
-    _check_outputs(outputs, args.overwrite)
+    check_outputs(outputs, args.overwrite)
     sgd, meta = load_checkpoint(args.sgd)
     swa, meta_swa = load_checkpoint(args.swa)
     _check_same_architecture(args.sgd, meta, args.swa, meta_swa)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from fastloss.data import Dataset, load_data, subsample
-from fastloss.errors import DataError
+from fastloss.errors import DataError, OutputExistsError
 from fastloss.io import Surface
 
 DTYPES = ("float32", "bfloat16", "float64")
@@ -168,3 +169,12 @@ def check_fits(data: Dataset, meta: Mapping[str, Any], path: str, name: str) -> 
             f"{name} has labels up to {int(data[1].max())} but {path} has "
             f"{meta['num_classes']} classes"
         )
+
+
+def check_outputs(paths: list[Path], overwrite: bool) -> None:
+    """Refuse before any work when a finished result would be overwritten."""
+    if overwrite:
+        return
+    for path in paths:
+        if path.exists():
+            raise OutputExistsError(f"{path} exists; pass overwrite=True or another out folder")

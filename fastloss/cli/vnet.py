@@ -11,9 +11,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastloss.cli.options import add_data_options, check_fits, command, load_data_from
+from fastloss.cli.options import (
+    add_data_options,
+    check_fits,
+    check_outputs,
+    command,
+    load_data_from,
+)
 from fastloss.data import Dataset, num_classes
-from fastloss.errors import ArgumentError, OutputExistsError
+from fastloss.errors import ArgumentError
 from fastloss.io.atomic import atomic_output
 from fastloss.io.hashing import data_hash
 from fastloss.io.settings import jsonable
@@ -107,17 +113,17 @@ def _outputs(out: Path, train: bool) -> list[Path]:
     return [out / n for n in names]
 
 
-def _check_outputs(paths: list[Path], overwrite: bool) -> None:
-    for path in paths if not overwrite else ():
-        if path.exists():
-            raise OutputExistsError(f"{path} exists; pass overwrite=True or another out folder")
+def _check_request(args: argparse.Namespace, trained: bool) -> Path:
+    """Refuse before any work: finished outputs in the way, or an ensemble of one."""
+    out = Path(args.out)
+    check_outputs(_outputs(out, trained), args.overwrite)
+    if args.samples < 2:
+        raise ArgumentError(f"--samples must be >= 2 (the ensemble's K), got {args.samples}")
+    return out
 
 
 def _train(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    _check_outputs(_outputs(out, True), args.overwrite)
-    if args.samples < 2:
-        raise ArgumentError(f"--samples must be >= 2 (the ensemble's K), got {args.samples}")
+    out = _check_request(args, trained=True)
     train, test = load_data_from(args)
     torch.manual_seed(args.seed)
     kwargs = {"widths": tuple(args.widths)} if args.widths else {}
@@ -155,10 +161,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    _check_outputs(_outputs(out, False), args.overwrite)
-    if args.samples < 2:
-        raise ArgumentError(f"--samples must be >= 2 (the ensemble's K), got {args.samples}")
+    out = _check_request(args, trained=False)
     model, meta = load_vnet(args.checkpoint)
     train, test = load_data_from(args)
     check_fits(train, meta, args.checkpoint, args.data)

@@ -76,7 +76,8 @@ def _as_probs(outputs: np.ndarray) -> np.ndarray:
     return torch.softmax(logits, dim=-1).numpy()
 
 
-def _check_data(model: nn.Module, test: Dataset, train: Dataset | None, bn: str) -> None:
+def check_data(model: nn.Module, test: Dataset, train: Dataset | None, bn: str) -> None:
+    """Refuse a test set that is not an (x, y) pair, and a BN update without train data."""
     if not (isinstance(test, (tuple, list)) and len(test) == 2):
         raise ArgumentError("test must be an (x, y) pair of tensors")
     if bn == "recompute" and has_batch_norm(model) and train is None:
@@ -157,7 +158,7 @@ def evaluate_ensemble(
     "recompute"``); returns the members' and the BMA's accuracy, mean NLL per sample, ECE
     (``bins`` bins) and Brier score (`EnsembleResult`). ``members`` are modules or state
     dicts of ``model``'s architecture, or ``(subspace, coords [M, J])``."""
-    _check_data(model, test, train, bn)
+    check_data(model, test, train, bn)
     x, y = test
     options = dict(bn=bn, batch_size=batch_size, device=device, dtype=dtype, progress=progress)
     probs = ensemble_probs(model, members, x, train, **options)  # type: ignore[arg-type]

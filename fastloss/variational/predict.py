@@ -19,9 +19,8 @@ import torch
 from torch import nn
 
 from fastloss.data import Dataset
-from fastloss.engine import has_batch_norm
 from fastloss.ensembles import EnsembleResult
-from fastloss.ensembles.evaluate import ensemble_probs, score_members
+from fastloss.ensembles.evaluate import check_data, ensemble_probs, score_members
 from fastloss.ensembles.metrics import scores
 from fastloss.errors import ArgumentError
 from fastloss.variational.model import plain_model, sample_subspace
@@ -86,13 +85,7 @@ def predict_modes(
     net = plain_model(model).cpu()
     # One batched pass: the mean weights and the K samples; then the samples scored alone.
     points = sample_subspace(model, samples, seed, with_mean=True)
-    if not (isinstance(test, (tuple, list)) and len(test) == 2):
-        raise ArgumentError("test must be an (x, y) pair of tensors")
-    if bn == "recompute" and train is None and has_batch_norm(net):
-        raise ArgumentError(
-            "the model has BatchNorm: give train data for each network's BN update, or "
-            "bn='fixed' to use the statistics of training"
-        )
+    check_data(net, test, train, bn)
     options = dict(bn=bn, batch_size=batch_size, device=device)
     probs = ensemble_probs(net, points, test[0], train, **options)  # type: ignore[arg-type]
     labels = test[1].cpu().numpy()
