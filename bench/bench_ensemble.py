@@ -30,9 +30,8 @@ import time
 
 import numpy as np
 import torch
-from record import write_results
+from record import compute_floor, write_results
 from torch.func import functional_call, vmap
-from torch.utils.flop_counter import FlopCounterMode
 
 import fastloss
 from fastloss import data as fl_data
@@ -77,30 +76,17 @@ def vmap_probs(model, members, x, device):
         return torch.softmax(vmap(one)(params).double(), -1)
 
 
-def gemm_rate(device) -> float:
-    """This device's float32 rate on the batched GEMMs an MLP's members run (FLOP/s)."""
-    a = torch.randn(30, 1024, 256, device=device)
-    b = torch.randn(30, 256, 256, device=device)
-    best = float("inf")
-    for _ in range(5):
-        sync(device)
-        start = time.perf_counter()
-        torch.bmm(a, b)
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * a.numel() * b.shape[-1] / best
-
-
-def compute_floor(model, members, train, test, bn, device) -> float:
-    """Seconds that the members' FLOPs (counted by ``FlopCounterMode``: the BN update's
-    forward over the train data where there is BN, the forward over the test data) take at
-    the device's GEMM rate: no method that does the same arithmetic runs faster."""
+def members_floor(model, members, train, test, bn, device) -> float:
+    """The members' compute floor (`record.compute_floor`): the BN update's forward over the
+    train data where there is BN, and the forward over the test data, per member."""
     net = copy.deepcopy(model).to(device)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
+
+    def passes():
         if bn:
             net.train()(train[0])
         net.eval()(test[0])
-    return counter.get_total_flops() * len(members) / gemm_rate(device)
+
+    return compute_floor(passes, len(members), device)
 
 
 def run(key, device, samples, repeats) -> dict:
@@ -146,7 +132,7 @@ def run(key, device, samples, repeats) -> dict:
     for name in methods:
         if name != "reference":
             row[f"{name}_speedup"] = row["reference_s"] / row[f"{name}_s"]
-    row["compute_floor_s"] = compute_floor(net, members, train_d, test_d, bn, device)
+    row["compute_floor_s"] = members_floor(net, members, train_d, test_d, bn, device)
     row.setdefault("vmap_s", None)
     row.setdefault("vmap_speedup", None)
     return row

@@ -1,4 +1,5 @@
-"""Where the benchmark scripts write their results, and the header every results file has."""
+"""Where the benchmark scripts write their results, the header every results file has, and
+the compute floor some of them print beside their timings."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import datetime
 import json
 import os
 import sys
+import time
 from typing import Any
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 import fastloss
 
@@ -38,3 +41,32 @@ def write_results(
         json.dump({**header, **extra, "rows": rows}, f, indent=1)
     print(f"\nwrote {out}", file=sys.stderr)
     return out
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def gemm_rate(device: torch.device) -> float:
+    """This device's float32 rate on batched GEMMs of an MLP's size (FLOP/s), best of 5."""
+    a = torch.randn(30, 1024, 256, device=device)
+    b = torch.randn(30, 256, 256, device=device)
+    best = float("inf")
+    for _ in range(5):
+        _sync(device)
+        start = time.perf_counter()
+        torch.bmm(a, b)
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * a.numel() * b.shape[-1] / best
+
+
+@torch.no_grad()
+def compute_floor(passes: Any, copies: int, device: torch.device) -> float:
+    """Seconds that ``copies`` times the FLOPs of ``passes()`` (counted by
+    ``FlopCounterMode``: one network's forward passes) take at the device's GEMM rate: no
+    method that does the same arithmetic runs faster."""
+    with FlopCounterMode(display=False) as counter:
+        passes()
+    return counter.get_total_flops() * copies / gemm_rate(device)

@@ -1,11 +1,11 @@
-"""fastloss: loss surfaces, mode connectivity, multi-point optimization and fast ensembling
-for PyTorch models.
+"""fastloss: loss surfaces, mode connectivity, multi-point optimization, fast ensembling
+and variance networks for PyTorch models.
 
 One network runs at many weight vectors ``w_k = Σ_j c_kj W_j`` of a small subspace in one
 batched pass, with compiled kernels that synthesise each point's weights on the fly. This
 module is the public API; the packages below it are layered (docs/design.md): ``ops`` →
 ``core`` → ``engine`` → workflows (``surfaces``, ``curves``, ``mpo``, ``ensembles``) →
-``viz`` → ``cli``,
+``variational`` → ``viz`` → ``cli``,
 with ``io``, ``data``, ``models`` and ``training`` as leaves. Importing fastloss imports
 neither matplotlib nor the command line.
 """
@@ -37,6 +37,13 @@ from fastloss.mpo import (
 )
 from fastloss.surfaces import evaluate, predict
 from fastloss.training import train
+from fastloss.variational import (
+    load_vnet,
+    predict_modes,
+    save_vnet,
+    train_vnet,
+    variational,
+)
 from fastloss.version import __version__
 
 __all__ = [
@@ -77,4 +84,9 @@ __all__ = [
     "save_curve",
     "train",
     "train_swa",
+    "variational",
+    "train_vnet",
+    "predict_modes",
+    "save_vnet",
+    "load_vnet",
 ]

@@ -79,7 +79,8 @@ def _register_train(commands: argparse._SubParsersAction) -> None:
         "OUT/accuracy_by_k.png and OUT/snr.png.",
     )
     p.add_argument("--model", default="mlp", help="a built-in model (default mlp)")
-    p.add_argument("--widths", type=int, nargs="+", help="hidden widths of mlp / mlp-bn")
+    p.add_argument("--widths", type=int, nargs="+", help="hidden widths of an mlp or lenet5")
+    p.add_argument("--channels", type=int, nargs=2, help="the two conv widths of a lenet5")
     add_data_options(p)
     p.add_argument("--kind", choices=KINDS, default="weight", help="default weight")
     p.add_argument("--layers", nargs="+", help="glob patterns of the layers to make variational")
@@ -127,6 +128,8 @@ def _train(args: argparse.Namespace) -> int:
     train, test = load_data_from(args)
     torch.manual_seed(args.seed)
     kwargs = {"widths": tuple(args.widths)} if args.widths else {}
+    if args.channels:
+        kwargs["channels"] = tuple(args.channels)
     base = build_model(args.model, tuple(train[0].shape[1:]), num_classes(train, test), **kwargs)
     layers = args.layers
     if layers is None and args.kind == "variance":

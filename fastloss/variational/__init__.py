@@ -9,8 +9,11 @@ Neklyudov et al. 2018) for ordinary models built from Linear and Conv layers.
 - `train`: `train_vnet` (SGVLB with Adam) and `elbo`.
 - `predict`: `predict_modes`, the deterministic, stochastic and ensemble predictions, the
   ensemble in one batched pass.
+- `checkpoint`: `save_vnet`, `load_vnet`.
+- `experiment`: Neklyudov et al.'s tables on built-in data (imported on its own).
 """
 
+from fastloss.variational.checkpoint import load_vnet, save_vnet
 from fastloss.variational.layers import KINDS, VariationalConv, VariationalLayer, VariationalLinear
 from fastloss.variational.model import (
     kl,
@@ -34,12 +37,14 @@ __all__ = [
     "VariationalLinear",
     "elbo",
     "kl",
+    "load_vnet",
     "mean_state",
     "plain_model",
     "predict_modes",
     "sample_states",
     "sample_subspace",
     "sample_weights",
+    "save_vnet",
     "snr",
     "train_vnet",
     "variational",

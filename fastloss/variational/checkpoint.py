@@ -1,5 +1,5 @@
-"""Variational networks on disk: a checkpoint of the posterior's parameters (μ, log α or
-log σ², biases, BN buffers) whose metadata holds the model spec and, under ``"variational"``,
+"""Variational networks on disk: a checkpoint of the posterior's parameters (μ, log α, log σ²
+or σ, biases, BN buffers) whose metadata holds the model spec and, under ``"variational"``,
 how it was made variational (kind, layers, rates), so `load_vnet` rebuilds it."""
 
 from __future__ import annotations

@@ -10,18 +10,20 @@ deterministic bias:
 | ``neuron`` | N(μ_ij, α_i μ_ij²), one α per output unit / channel | ``weight``, ``log_alpha [O]`` |
 | ``weight`` | N(μ_ij, α_ij μ_ij²) | ``weight``, ``log_alpha`` like the weight |
 | ``additive`` | N(μ_ij, σ_ij²) | ``weight``, ``log_sigma2`` like the weight |
-| ``variance`` | N(0, σ_ij²) | ``log_sigma2`` like the weight |
+| ``variance`` | N(0, σ_ij²) | ``sigma`` (σ) like the weight |
 
-``dropout`` is Gaussian dropout (Srivastava et al. 2014; α = p / (1 − p), so α = 1 is
-binary dropout's p = 0.5 in its first two moments), whose KL term is a constant; the next
-three are variational dropout (Kingma et al. 2015), α learned; ``additive`` is its additive
+``dropout`` is Gaussian dropout (Srivastava et al. 2014; α = p / (1 − p), so α = 1 is binary
+dropout's p = 0.5 in its first two moments), whose KL term is a constant; the next three are
+variational dropout (Kingma et al. 2015), α learned; ``additive`` is its additive
 reparametrisation (Molchanov et al. 2017); ``variance`` is a variance layer, whose weights
-have zero mean. In train mode a layer samples its pre-activations by the local
-reparametrisation trick (Kingma et al. 2015): ``y = x·μᵀ + b + √(x²·σ²ᵀ) ⊙ ε``, fresh noise
-per sample. In eval mode it uses the mean weights (the deterministic prediction). `kl` is
-the KL divergence to the log-uniform prior: the approximation of Molchanov et al. 2017 for
-the dropout kinds and the additive one (with α = σ²/μ²), and zero (a constant) for variance
-layers.
+have zero mean, parametrised by σ itself as in Neklyudov et al.'s code: an Adam step on log
+σ² moves σ by a fixed fraction, and measured on a LeNet-5 (20-50 / 500) on digits, 60
+epochs, the log σ² form stayed at chance (10.0 %) where the σ form reached 63.9 %. In train
+mode a layer samples its pre-activations by the local reparametrisation trick (Kingma et al.
+2015): ``y = x·μᵀ + b + √(x²·σ²ᵀ) ⊙ ε``, fresh noise per sample. In eval mode it uses the
+mean weights (the deterministic prediction). `kl` is the KL divergence to the log-uniform
+prior: the approximation of Molchanov et al. 2017 for the dropout kinds and the additive one
+(with α = σ²/μ²), and zero (a constant) for variance layers.
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ class VariationalLayer(nn.Module):
 
     bias: Tensor | None
 
-    def __init__(self, weight: Tensor, bias: Tensor | None, kind: str, init_log: float | Tensor):
+    def __init__(
+        self, weight: Tensor, bias: Tensor | None, kind: str, init_log: float | Tensor = 0.0
+    ):
         super().__init__()
         if kind not in KINDS:
             raise ArgumentError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -71,9 +75,11 @@ class VariationalLayer(nn.Module):
         elif kind in DROPOUT_KINDS:
             shape = {"layer": (1,), "neuron": (weight.shape[0],), "weight": weight.shape}[kind]
             self.log_alpha = nn.Parameter(torch.full(shape, float(init_log)))
-        else:
+        elif kind == "additive":
             start = torch.as_tensor(init_log, dtype=weight.dtype, device=weight.device)
             self.log_sigma2 = nn.Parameter(start.expand(weight.shape).clone())
+        else:  # variance: σ starts at the (random) weights' magnitudes, units unalike
+            self.sigma = nn.Parameter(weight.detach().abs().clone())
 
     def linear_map(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         raise NotImplementedError
@@ -92,7 +98,7 @@ class VariationalLayer(nn.Module):
     def mean(self) -> Tensor:
         """E[w]: μ, or zeros for a variance layer."""
         if self.weight is None:
-            return self.log_sigma2.new_zeros(self.weight_shape)
+            return self.sigma.new_zeros(self.weight_shape)
         return self.weight
 
     def _alpha_shape(self, log_alpha: Tensor) -> Tensor:
@@ -105,13 +111,15 @@ class VariationalLayer(nn.Module):
         if self.kind in DROPOUT_KINDS:
             return self._alpha_shape(self.log_alpha).expand(self.weight_shape)
         if self.weight is None:
-            return torch.full_like(self.log_sigma2, math.inf)
+            return torch.full_like(self.sigma, math.inf)
         return self.log_sigma2 - torch.log(self.weight.square() + _EPS)
 
     def variance(self) -> Tensor:
         """σ² of every weight."""
         if self.kind in DROPOUT_KINDS:
             return torch.exp(self._alpha_shape(self.log_alpha)) * self.weight.square()
+        if self.weight is None:
+            return self.sigma.square()
         return torch.exp(self.log_sigma2)
 
     def kl(self) -> Tensor:

@@ -38,19 +38,17 @@ META_KEY = "variational"  # the checkpoint metadata entry of a variational model
 
 
 def _initial_log(module: nn.Module, kind: str, alpha: float, log_alpha: float) -> float | Tensor:
-    """The starting log α or log σ² of ``module``'s variational form. A variance layer
-    starts at σ_ij² = w_ij² of the module's (random) weights: the init's scale, and units
-    that differ (a constant σ² would make every unit of a layer alike, and alike they
-    would stay, their means being zero)."""
+    """The starting log α or log σ² of ``module``'s variational form (a variance layer
+    starts at σ_ij = |w_ij| of the module's random weights, so its units differ: with one
+    σ per layer they would start alike, and alike they would stay, their means being 0)."""
     weight = cast(Tensor, module.weight).detach()
     if kind == "dropout":
         return math.log(alpha)
     if kind in DROPOUT_KINDS:
         return log_alpha
-    log_w2 = torch.log(weight.square() + 1e-12)
     if kind == "additive":  # the same noise as weight-wise dropout at log α
-        return log_alpha + log_w2
-    return log_w2
+        return log_alpha + torch.log(weight.square() + 1e-12)
+    return 0.0
 
 
 def variational(
@@ -68,7 +66,7 @@ def variational(
     cannot be trained by a one-sample likelihood). ``alpha``: the fixed rate of
     ``"dropout"`` (1 is binary dropout's p = 0.5); ``log_alpha``: the starting log α of
     the learned dropout kinds, and the starting noise of ``"additive"`` (σ² = α·μ²);
-    variance layers start at σ² = w² of the model's weights. Refuses other parametrised
+    variance layers start at σ = |w| of the model's weights. Refuses other parametrised
     modules, by name."""
     if kind not in KINDS:
         raise ArgumentError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -169,7 +167,7 @@ def _states(model: nn.Module, weights: dict[str, Tensor]) -> dict[str, Tensor]:
     layers = dict(variational_layers(model))
     for name, t in model.state_dict().items():
         owner, _, leaf = name.rpartition(".")
-        if owner in layers and leaf in ("weight", "log_alpha", "log_sigma2"):
+        if owner in layers and leaf in ("weight", "log_alpha", "log_sigma2", "sigma"):
             continue
         out[name] = t.detach()
     for name in layers:

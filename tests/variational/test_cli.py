@@ -55,4 +55,17 @@ def test_refusals(trained, tmp_path, capsys):
     bad = ["vnet", "train", "--model", "mpo-cnn", "--layers", "zz*", "--out", str(tmp_path)]
     assert cli.main([*bad, *DATA]) == 2
     assert "matching ['zz*']" in capsys.readouterr().err
+    mlp = ["vnet", "train", "--model", "mlp", "--channels", "4", "8", "--out", str(tmp_path)]
+    assert cli.main([*mlp, *DATA]) == 2
+    assert "does not take 'channels'" in capsys.readouterr().err
     assert load_checkpoint(trained / "vnet.pt")[1]["variational"]["kind"] == "variance"
+
+
+def test_channels_and_widths_shape_a_lenet5(tmp_path):
+    out = tmp_path / "wide"
+    args = ["--model", "lenet5-bn", "--channels", "4", "8", "--widths", "12", "--kind", "neuron"]
+    short = ["--epochs", "1", "--samples", "2", "--quiet", "--out", str(out)]
+    assert cli.main(["vnet", "train", *args, *short, *DATA]) == 0
+    model, _ = load_vnet(out / "vnet.pt")
+    shapes = [layer.weight_shape for _, layer in variational_layers(model)]
+    assert [s[0] for s in shapes] == [4, 8, 12, 10]

@@ -37,12 +37,12 @@ def _net(seed=0):
 
 
 def _noisy(kind):
-    """A variational net whose noise is far from its start (log α, log σ² perturbed)."""
+    """A variational net whose noise is far from its start (log α, log σ², σ perturbed)."""
     net = variational(_net(), kind, log_alpha=-1.0)
     torch.manual_seed(1)
     with torch.no_grad():
         for _, layer in variational_layers(net):
-            for name in ("log_alpha", "log_sigma2"):
+            for name in ("log_alpha", "log_sigma2", "sigma"):
                 if hasattr(layer, name) and isinstance(getattr(layer, name), nn.Parameter):
                     getattr(layer, name).add_(0.5 * torch.randn_like(getattr(layer, name)))
     return net
