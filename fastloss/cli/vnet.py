@@ -26,7 +26,7 @@ from fastloss.io.settings import jsonable
 from fastloss.models import build_model
 from fastloss.variational import KINDS, PredictionModes, predict_modes, snr, train_vnet, variational
 from fastloss.variational.checkpoint import load_vnet, save_vnet
-from fastloss.variational.model import all_but_output
+from fastloss.variational.model import hidden_layers
 from fastloss.viz.ensembles import save_figure
 from fastloss.viz.variational import plot_accuracy_by_samples, plot_snr
 
@@ -72,8 +72,9 @@ def _register_train(commands: argparse._SubParsersAction) -> None:
         description="Make the Linear and Conv layers of --model variational (--kind: "
         "dropout, Gaussian dropout at a fixed --alpha; layer, neuron, weight: variational "
         "dropout with α learned per layer, output unit or weight; additive: N(μ, σ²); "
-        "variance: N(0, σ²), the output layer kept deterministic unless --layers says "
-        "otherwise), train by the SGVLB (N · mean cross-entropy + KL, divided by N) with Adam, "
+        "variance: N(0, σ²) in the hidden layers, the first and the output layer kept "
+        "deterministic unless --layers says otherwise), train by the SGVLB (N · mean "
+        "cross-entropy + KL, divided by N) with Adam, "
         "and report the deterministic (mean weights), stochastic (one sample) and ensemble "
         "(--samples K, one batched pass) test accuracies. Writes OUT/vnet.pt, OUT/modes.json, "
         "OUT/accuracy_by_k.png and OUT/snr.png.",
@@ -133,7 +134,7 @@ def _train(args: argparse.Namespace) -> int:
     base = build_model(args.model, tuple(train[0].shape[1:]), num_classes(train, test), **kwargs)
     layers = args.layers
     if layers is None and args.kind == "variance":
-        layers = all_but_output(base)
+        layers = hidden_layers(base)
     model = variational(base, args.kind, layers=layers, alpha=args.alpha, log_alpha=args.log_alpha)
     history = train_vnet(
         model,

@@ -40,16 +40,22 @@ def plot_accuracy_by_samples(
 
 
 def plot_snr(snr: Mapping[str, np.ndarray], title: str = "signal-to-noise ratio") -> Figure:
-    """Histogram of log10(μ²/σ²) per layer (a variance layer's zero means sit at the left
-    edge, clipped to 1e-12)."""
+    """Histogram of log10(μ²/σ²) per layer, on one axis for all layers and as a fraction of
+    each layer's weights, with SNR = 1 marked: a layer whose means collapsed sits left of the
+    line (a variance layer's zero means at the left edge, clipped to 1e-12)."""
     layers = list(snr)
-    fig = Figure(figsize=(3.2 * len(layers), 3), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(layers), sharey=True))
+    values = {n: np.log10(np.maximum(np.asarray(snr[n], dtype=np.float64), 1e-12)) for n in layers}
+    low = min(min(float(v.min()), 0.0) for v in values.values())
+    high = max(max(float(v.max()), 0.0) for v in values.values())
+    bins = np.linspace(low - 0.5, high + 0.5, 50)
+    fig = Figure(figsize=(2.8 * len(layers), 3), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(layers), sharex=True, sharey=True))
     for ax, name in zip(axes, layers, strict=True):
-        values = np.log10(np.maximum(np.asarray(snr[name], dtype=np.float64), 1e-12))
-        ax.hist(values, bins=40, color="C0")
-        ax.set_title(f"layer {name}", fontsize=9)
+        v = values[name]
+        ax.hist(v, bins=bins, weights=np.full(v.shape, 1 / max(1, v.size)), color="C0")
+        ax.axvline(0.0, color="0.4", linestyle="--", linewidth=1)
+        ax.set_title(f"layer {name} ({v.size} weights)", fontsize=9)
         ax.set_xlabel("log10 μ²/σ²")
-    axes[0].set_ylabel("weights")
+    axes[0].set_ylabel("fraction of the layer's weights")
     fig.suptitle(title)
     return fig

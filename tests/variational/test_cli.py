@@ -10,7 +10,7 @@ from fastloss.variational import variational_layers
 from fastloss.variational.checkpoint import load_vnet
 
 DATA = ["--data", "digits", "--train-samples", "300", "--test-samples", "120"]
-TRAIN = ["--model", "mlp-bn", "--widths", "16", "--epochs", "2", "--samples", "6", "--quiet"]
+TRAIN = ["--model", "mlp-bn", "--widths", "16", "16", "--epochs", "2", "--samples", "6", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +25,8 @@ def test_train_writes_the_network_its_modes_and_figures(trained):
     assert all((trained / name).stat().st_size > 0 for name in files)
     model, meta = load_vnet(trained / "vnet.pt")
     assert meta["variational"]["kind"] == "variance" and meta["model"] == "mlp-bn"
-    # a variance network keeps its output layer deterministic by default
-    assert [n for n, _ in variational_layers(model)] == ["1"]
+    # a variance network keeps its first and output layers deterministic by default
+    assert [n for n, _ in variational_layers(model)] == ["4"]
     modes = json.loads((trained / "modes.json").read_text())
     assert len(modes["ensemble_acc_by_k"]) == 6 and 0 <= modes["ensemble"]["acc"] <= 1
 

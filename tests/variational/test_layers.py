@@ -22,7 +22,7 @@ from fastloss.variational import (
     variational_layers,
 )
 from fastloss.variational.layers import kl_log_uniform
-from fastloss.variational.model import all_but_output, output_layer
+from fastloss.variational.model import hidden_layers, output_layer
 
 
 def _net(seed=0):
@@ -147,7 +147,11 @@ def test_refusals():
 
 
 def test_chosen_layers_only():
-    net = variational(_net(), "variance", layers=all_but_output(_net()))
+    with pytest.raises(ArgumentError, match="none between its first and its output layer"):
+        hidden_layers(_net())
+    deep = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 2))
+    assert hidden_layers(deep) == ["2"]
+    net = variational(_net(), "variance", layers=["1"])
     assert [n for n, _ in variational_layers(net)] == ["1"] and output_layer(net) == "4"
     assert type(net[4]) is nn.Linear  # the output layer stays deterministic
     assert mean_state(net).keys() == _net().state_dict().keys()

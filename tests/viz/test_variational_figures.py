@@ -1,6 +1,7 @@
 """Figures of variational networks: accuracy against K and the SNR histograms."""
 
 import numpy as np
+import pytest
 
 from fastloss.viz.ensembles import save_figure
 from fastloss.viz.variational import plot_accuracy_by_samples, plot_snr
@@ -18,6 +19,9 @@ def test_accuracy_by_samples_and_snr(tmp_path):
     snr = {"1": np.array([0.0, 1e-3, 2.0]), "3": np.array([5.0, 50.0])}
     fig2 = plot_snr(snr)
     assert len(fig2.axes) == 2 and fig2.axes[0].patches  # bars drawn
+    # one shared axis; each layer's bars sum to 1 (fractions of its weights)
+    assert fig2.axes[0].get_xlim() == fig2.axes[1].get_xlim()
+    assert sum(p.get_height() for p in fig2.axes[1].patches) == pytest.approx(1.0)
     for name, f in (("k", fig), ("snr", fig2)):
         path = tmp_path / f"{name}.png"
         save_figure(f, path)
