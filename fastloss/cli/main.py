@@ -22,10 +22,11 @@ from fastloss.cli import (
     vnet,
 )
 from fastloss.cli.options import as_flags
-from fastloss.engine import keep_freed_memory
-from fastloss.errors import FastlossError
+from fastloss.engine import init_from_environment, keep_freed_memory
+from fastloss.errors import ArgumentError, FastlossError
 
 GROUPS = (info, train, surfaces, profile, plot, demo, curve, mpo, ensembles, vnet, video)
+SHARDED_COMMANDS = ("plane", "line")  # those that share their points under torchrun
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_join_axis_values(sys.argv[1:] if argv is None else argv))
     keep_freed_memory()  # the process is ours: reuse large buffers (fastloss.engine.memory)
     try:
+        if init_from_environment() and args.command not in SHARDED_COMMANDS:
+            raise ArgumentError(
+                f"fastloss {args.command} does not run under torchrun yet (those that do: "
+                f"{', '.join(SHARDED_COMMANDS)}); run it as one process"
+            )
         return args.run(args)
     except FastlossError as error:
         message = " ".join(as_flags(str(error), args.flags).split())

@@ -17,6 +17,7 @@ from fastloss.cli.options import (
     run_options,
 )
 from fastloss.core import Grid, Line, Plane, Subspace
+from fastloss.engine import world
 from fastloss.errors import ArgumentError
 from fastloss.io import load_checkpoint
 from fastloss.models import build_from_checkpoint
@@ -104,6 +105,8 @@ def _evaluate_to_file(
         **run_options(args),
     )
     seconds = time.perf_counter() - start
+    if world()[0] != 0:  # under torchrun, rank 0 reports
+        return
     points = int(np.prod(surface.shape))
     print(f"{args.out}: {points} points in {seconds:.1f} s ({points / seconds:.1f} points/s)")
     print_ranges(surface)

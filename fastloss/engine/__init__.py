@@ -4,7 +4,7 @@
 `run` evaluates points chunk by chunk (tile planning, BN recompute, out-of-memory retry,
 progress, resume) into a sink. What is computed per point is a reducer (`reducers`); where
 results go is a sink (`sinks`). `evaluate_serial` is the plain loop it is checked against;
-`profile_run` shows where a run's time goes.
+`profile_run` shows where a run's time goes; `sharding` runs it on several processes.
 """
 
 from fastloss.engine.inputs import (
@@ -39,6 +39,7 @@ from fastloss.engine.reducers import (
     check_metrics,
 )
 from fastloss.engine.serial import evaluate_serial
+from fastloss.engine.sharding import ShardedSink, init_from_environment, shard_folder, world
 from fastloss.engine.sinks import MemorySink, Sink
 from fastloss.engine.tiles import CPU_TILE_BYTES, largest_activation_bytes, plan_tiles
 
@@ -55,6 +56,7 @@ __all__ = [
     "Reducer",
     "RunInfo",
     "RunProfile",
+    "ShardedSink",
     "Sink",
     "as_tensors",
     "batches",
@@ -66,6 +68,7 @@ __all__ = [
     "default_device",
     "evaluate_chunk",
     "evaluate_serial",
+    "init_from_environment",
     "has_batch_norm",
     "keep_freed_memory",
     "largest_activation_bytes",
@@ -76,4 +79,6 @@ __all__ = [
     "recompute_bn",
     "run",
     "run_in_memory",
+    "shard_folder",
+    "world",
 ]

@@ -194,38 +194,44 @@ def run(
         ev.batched, coords, probe, ev.batch_size, points_per_chunk, ev.largest_activation
     )
     info.points_per_chunk, info.eval_batch_size = chunk, eval_batch
+    # The chunks are cut from all pending points; under a process group (`ShardedSink`)
+    # each process takes every size-th one, so a point sits in the same chunk as in a
+    # one-process run and gets the same bits.
+    rank, size = getattr(sink, "share", (0, 1))
+    mine = [pending[i : i + chunk] for i in range(0, len(pending), chunk)][rank::size]
+    evaluated = sum(len(block) for block in mine)
     own_bar = isinstance(progress, bool)
-    bar: Any = (
-        progress_bar(len(coords), len(coords) - len(pending), progress) if own_bar else progress
-    )
+    done = len(coords) - len(pending)
+    bar: Any = progress_bar(done + evaluated, done, progress) if own_bar else progress
     start = time.perf_counter()
     try:
         with ev.batched.caching_products(ev.products):  # first-layer products shared by chunks
-            i = 0
-            while i < len(pending):
-                idx = pending[i : i + chunk]
-                chunk_coords, rows = used_rows(points[torch.as_tensor(idx)])
-                try:
-                    values = evaluate_chunk(
-                        ev,
-                        chunk_coords.to(ev.device),
-                        reducers,
-                        eval_batch,
-                        rows=None if rows is None else rows.to(ev.device),
-                    )
-                except torch.cuda.OutOfMemoryError:
-                    if chunk == 1:
-                        raise
-                    chunk = max(1, chunk // 2)  # retry the same points in smaller chunks
-                    torch.cuda.empty_cache()
-                    continue
-                sink.write(idx, values)
-                i += len(idx)
-                bar.update(len(idx))
+            for block in mine:
+                i = 0
+                while i < len(block):
+                    idx = block[i : i + chunk]
+                    chunk_coords, rows = used_rows(points[torch.as_tensor(idx)])
+                    try:
+                        values = evaluate_chunk(
+                            ev,
+                            chunk_coords.to(ev.device),
+                            reducers,
+                            eval_batch,
+                            rows=None if rows is None else rows.to(ev.device),
+                        )
+                    except torch.cuda.OutOfMemoryError:
+                        if chunk == 1:
+                            raise
+                        chunk = max(1, chunk // 2)  # retry the same points in smaller chunks
+                        torch.cuda.empty_cache()
+                        continue
+                    sink.write(idx, values)
+                    i += len(idx)
+                    bar.update(len(idx))
     finally:
         if own_bar:
             bar.close()
-    info.evaluated, info.seconds = len(pending), time.perf_counter() - start
+    info.evaluated, info.seconds = evaluated, time.perf_counter() - start
     return info
 
 

@@ -5,6 +5,7 @@ what such a surface will cost before it is run."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 
@@ -17,12 +18,16 @@ from fastloss.engine import (
     LossMetrics,
     MemorySink,
     RunProfile,
+    ShardedSink,
     check_metrics,
     collect_splits,
     prepare,
     profile_run,
     run,
+    shard_folder,
+    world,
 )
+from fastloss.engine.sharding import barrier, from_rank0
 from fastloss.errors import ArgumentError, OutputExistsError
 from fastloss.io import Surface, SurfaceWriter
 from fastloss.io.hashing import tensor_digest
@@ -81,12 +86,20 @@ def evaluate(
     network. ``out`` writes an HDF5 file after every chunk; with ``resume`` a rerun with the
     same settings continues an interrupted file, and a file made with other settings is
     refused unless ``overwrite``. ``dtype=torch.bfloat16`` evaluates in bf16 with float32
-    accumulation and loss. ``batch_size``: see `fastloss.engine.prepare`.
+    accumulation and loss. ``batch_size``: see `fastloss.engine.prepare`. In a process group
+    (``torchrun``; `fastloss.engine.sharding`) the processes share the points and rank 0
+    writes ``out``, which is then required; its timings are rank 0's share's.
     """
     spec = resolve_loss(loss)
     splits = collect_splits(spec, train=train, test=test)
     metrics = check_metrics(metrics, spec)
     coords, xs, ys = grid_points(subspace, grid)
+    rank, processes = world()
+    if processes > 1 and out is None:
+        raise ArgumentError(
+            f"under torchrun ({processes} processes) evaluate needs out=, the file that rank 0 "
+            "merges every process's points into"
+        )
     if out is not None and not resume and not overwrite and os.path.exists(out):
         raise OutputExistsError(
             f"{out} exists; pass resume=True to continue it or overwrite=True to start afresh"
@@ -121,6 +134,9 @@ def evaluate(
             markers=markers,
             settings=settings,
         )
+    if processes > 1:
+        writer_args = (xs, ys, value_names, settings, attrs, markers, overwrite)
+        return _evaluate_sharded(ev, coords, reducer, out, progress, points_per_chunk, writer_args)
     with SurfaceWriter(
         out, xs, ys, value_names, settings, attrs, markers, overwrite=overwrite
     ) as writer:
@@ -129,6 +145,38 @@ def evaluate(
         )
         writer.update_attrs(**_timings(info))
         return writer.surface()
+
+
+def _evaluate_sharded(ev, coords, reducer, out, progress, chunk, writer_args):
+    """`evaluate`'s file path in a process group: every process past its checks before rank
+    0 opens ``out``; the points shared out (`ShardedSink`); then the merged file read back
+    by every process."""
+    rank = world()[0]
+    key = tensor_digest([], prefix=json.dumps(writer_args[3], sort_keys=True, default=str))
+    barrier()
+    writer, refusal = None, None
+    if rank == 0:
+        try:
+            writer = SurfaceWriter(out, *writer_args)
+        except Exception as error:  # raised here, and named on the other processes
+            refusal = error
+    message = from_rank0(None if refusal is None else f"{type(refusal).__name__}: {refusal}")
+    if refusal is not None:
+        raise refusal
+    if message is not None:
+        raise ArgumentError(f"rank 0 could not open {out}: {message}")
+    if writer is not None:
+        with writer:
+            sink = ShardedSink(writer, shard_folder(out), key)
+            info = run(ev, coords, reducer, sink, progress=progress, points_per_chunk=chunk)
+            sink.finish()
+            writer.update_attrs(**_timings(info))
+    else:
+        sink = ShardedSink(None, shard_folder(out), key)
+        run(ev, coords, reducer, sink, progress=False, points_per_chunk=chunk)
+        sink.finish()
+    barrier()
+    return Surface.load(out)
 
 
 def _timings(info) -> dict[str, float | int]:
