@@ -5,6 +5,7 @@ what such a surface will cost before it is run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -94,7 +95,7 @@ def evaluate(
     splits = collect_splits(spec, train=train, test=test)
     metrics = check_metrics(metrics, spec)
     coords, xs, ys = grid_points(subspace, grid)
-    rank, processes = world()
+    processes = world()[1]
     if processes > 1 and out is None:
         raise ArgumentError(
             f"under torchrun ({processes} processes) evaluate needs out=, the file that rank 0 "
@@ -134,12 +135,15 @@ def evaluate(
             markers=markers,
             settings=settings,
         )
+
+    def open_writer() -> SurfaceWriter:
+        return SurfaceWriter(out, xs, ys, value_names, settings, attrs, markers, overwrite)
+
     if processes > 1:
-        writer_args = (xs, ys, value_names, settings, attrs, markers, overwrite)
-        return _evaluate_sharded(ev, coords, reducer, out, progress, points_per_chunk, writer_args)
-    with SurfaceWriter(
-        out, xs, ys, value_names, settings, attrs, markers, overwrite=overwrite
-    ) as writer:
+        key = tensor_digest([], prefix=json.dumps(settings, sort_keys=True, default=str))
+        options = dict(progress=progress, points_per_chunk=points_per_chunk)
+        return _evaluate_sharded(ev, coords, reducer, out, open_writer, key, **options)
+    with open_writer() as writer:
         info = run(
             ev, coords, reducer, writer, progress=progress, points_per_chunk=points_per_chunk
         )
@@ -147,17 +151,17 @@ def evaluate(
         return writer.surface()
 
 
-def _evaluate_sharded(ev, coords, reducer, out, progress, chunk, writer_args):
+def _evaluate_sharded(ev, coords, reducer, out, open_writer, key, progress, points_per_chunk):
     """`evaluate`'s file path in a process group: every process past its checks before rank
-    0 opens ``out``; the points shared out (`ShardedSink`); then the merged file read back
-    by every process."""
+    0 opens ``out`` (a refusal there is raised on every process); the points shared out
+    (`ShardedSink`, shards of the settings ``key``); then the merged file read back by every
+    process."""
     rank = world()[0]
-    key = tensor_digest([], prefix=json.dumps(writer_args[3], sort_keys=True, default=str))
     barrier()
     writer, refusal = None, None
     if rank == 0:
         try:
-            writer = SurfaceWriter(out, *writer_args)
+            writer = open_writer()
         except Exception as error:  # raised here, and named on the other processes
             refusal = error
     message = from_rank0(None if refusal is None else f"{type(refusal).__name__}: {refusal}")
@@ -165,16 +169,13 @@ def _evaluate_sharded(ev, coords, reducer, out, progress, chunk, writer_args):
         raise refusal
     if message is not None:
         raise ArgumentError(f"rank 0 could not open {out}: {message}")
-    if writer is not None:
-        with writer:
-            sink = ShardedSink(writer, shard_folder(out), key)
-            info = run(ev, coords, reducer, sink, progress=progress, points_per_chunk=chunk)
-            sink.finish()
-            writer.update_attrs(**_timings(info))
-    else:
-        sink = ShardedSink(None, shard_folder(out), key)
-        run(ev, coords, reducer, sink, progress=False, points_per_chunk=chunk)
+    sink = ShardedSink(writer, shard_folder(out), key)
+    with writer if writer is not None else contextlib.nullcontext():
+        shown = progress and rank == 0
+        info = run(ev, coords, reducer, sink, progress=shown, points_per_chunk=points_per_chunk)
         sink.finish()
+        if writer is not None:
+            writer.update_attrs(**_timings(info))
     barrier()
     return Surface.load(out)
 

@@ -51,7 +51,6 @@ PARAMETRISATIONS = ("layer", "neuron", "weight", "additive")
 class Setting:
     """How one data set's networks are built and trained."""
 
-    data: str
     model: str
     epochs: int
     model_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -59,8 +58,8 @@ class Setting:
 
 PAPER_LENET5 = {"channels": (20, 50), "widths": (500,)}
 SETTINGS = {
-    "digits": Setting("digits", "lenet5-bn", 200, PAPER_LENET5),
-    "mnist1d": Setting("mnist1d", "mlp-bn", 100),
+    "digits": Setting("lenet5-bn", 200, PAPER_LENET5),
+    "mnist1d": Setting("mlp-bn", 100),
 }
 LR = {"variance": 3e-3}  # every other row: 1e-2
 

@@ -57,9 +57,7 @@ class VariationalLayer(nn.Module):
 
     bias: Tensor | None
 
-    def __init__(
-        self, weight: Tensor, bias: Tensor | None, kind: str, init_log: float | Tensor = 0.0
-    ):
+    def __init__(self, weight: Tensor, bias: Tensor | None, kind: str, init_log: float | Tensor):
         super().__init__()
         if kind not in KINDS:
             raise ArgumentError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
