@@ -21,7 +21,8 @@
 //     -> (grad_x, grad_weight [J, C], grad_bias [J, C], grad_coords [K, J])
 // point_loss(logits [K, B, C], target [B] int64) -> (loss_sum [K], correct [K] int64)
 //     Cross-entropy summed over B and the number of argmax == target (first maximum
-//     wins ties); loss_sum is float32 for reduced-precision logits.
+//     wins ties; a row with a NaN logit is never correct); loss_sum is float32 for
+//     reduced-precision logits.
 // subspace_linear(x [B, I] | [K, B, I], weight [J, O, I], bias [J, O]?, coords [K, J])
 //     -> [K, B, O]
 // subspace_conv(x [B, Ci, *sp] | [K, B, Ci, *sp], weight [J, Co, Ci/g, *k], bias [J, Co]?,

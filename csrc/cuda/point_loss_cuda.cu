@@ -8,7 +8,8 @@
 // buffer that a second kernel sums per point in a fixed order: results are deterministic
 // (no float atomics) and the sum over B is a tree, which keeps float32 error small.
 //
-// argmax follows torch.argmax: NaN counts as the maximum and the first maximum wins.
+// argmax follows torch.argmax (NaN counts as the maximum, the first maximum wins), but a row
+// holding a NaN is never counted correct, as in the CPU kernel: its loss is NaN anyway.
 // An out-of-range target trips a device assert, as in torch's own cross-entropy.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -100,7 +101,8 @@ __global__ void __launch_bounds__(kThreads)
       const acc_t xt = in_range ? static_cast<acc_t>(x[t])
                                 : std::numeric_limits<acc_t>::quiet_NaN();
       row_loss[row] = -(xt - m - cuda::log_(s));
-      row_correct[row] = in_range && best_i == t ? 1 : 0;
+      // NaN beats every number in argmax_better, so best is NaN exactly when the row has one.
+      row_correct[row] = in_range && best_i == t && best == best ? 1 : 0;
     }
   }
 }

@@ -6,8 +6,15 @@
 // between passes, which is why statistics use two passes (mean, then sum of squared
 // deviations) instead of Welford: simpler and at least as accurate. Reductions are the
 // fixed-order block_sum, so results are deterministic. The block is 2-D: threadIdx.x walks
-// the contiguous S axis (coalesced for conv maps), threadIdx.y walks B (for S = 1 the
-// accesses are strided by C, the price of not transposing).
+// the contiguous S axis (coalesced for conv maps), threadIdx.y walks B.
+//
+// Rows, S = 1 ([K, B, C]: BatchNorm1d, or conv maps in channels-last): one (k, c) slice is
+// B values C apart, so a block per slice would read one value per 32-byte sector. There a
+// block owns one point and 32 channels instead: threadIdx.x walks the channels (a warp reads
+// 32 consecutive values of a row), threadIdx.y every 8th row, and each channel's 8 partial
+// sums are added in a fixed order (column_sum), so the result is still deterministic. That
+// makes 32 times fewer blocks: a fit with fewer than two of them per SM keeps the block per
+// slice, whose many blocks hide the strided reads better than a few idle SMs would.
 //
 // gamma_k / beta_k = coords[k] @ weight / bias are formed inside the kernel from the [J, C]
 // basis (J is tiny), in the accumulation type. The [K, C] x [J, C] contractions of the
@@ -148,6 +155,140 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// ---- rows (S = 1) ----------------------------------------------------------------------------
+
+constexpr int kRowsX = 32, kRowsY = kThreads / kRowsX;  // 32 channels x 8 row groups
+
+// Sum of v over threadIdx.y for each threadIdx.x, returned to every thread of the column.
+// Every thread of the block must call it; the leading barrier lets the next call reuse
+// `scratch` once every thread has read the previous one.
+template <typename T>
+__device__ __forceinline__ T column_sum(T v, T (*scratch)[kRowsX]) {
+  __syncthreads();
+  scratch[threadIdx.y][threadIdx.x] = v;
+  __syncthreads();
+  T sum = 0;
+#pragma unroll
+  for (int r = 0; r < kRowsY; ++r) sum += scratch[r][threadIdx.x];
+  return sum;
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    bn_rows_forward_kernel(const scalar_t* __restrict__ x, const acc_t* __restrict__ mean_in,
+                           const acc_t* __restrict__ var_in, const acc_t* __restrict__ weight,
+                           const acc_t* __restrict__ bias, const acc_t* __restrict__ coords,
+                           scalar_t* __restrict__ y, acc_t* __restrict__ save_mean,
+                           acc_t* __restrict__ save_invstd, int64_t K, int64_t B, int64_t C,
+                           int64_t J, bool training, acc_t eps) {
+  __shared__ acc_t scratch[kRowsY][kRowsX];
+  const int64_t c_tiles = cuda::ceil_div(C, kRowsX);
+  // The loop bound is uniform over the block, so every thread reaches each column_sum.
+  for (int64_t tile = blockIdx.x; tile < K * c_tiles; tile += gridDim.x) {
+    const int64_t k = tile / c_tiles;
+    const int64_t c = (tile % c_tiles) * kRowsX + threadIdx.x;
+    const bool active = c < C;
+    const int64_t kc = k * C + c;
+    const scalar_t* xk = x + k * B * C + c;  // dereferenced only if active
+    acc_t mean = 0, invstd = 0;
+    if (training) {
+      const acc_t n = static_cast<acc_t>(B);
+      acc_t sum = 0;
+      for (int64_t b = threadIdx.y; active && b < B; b += kRowsY) {
+        sum += static_cast<acc_t>(xk[b * C]);
+      }
+      mean = column_sum(sum, scratch) / n;
+      acc_t sq = 0;
+      for (int64_t b = threadIdx.y; active && b < B; b += kRowsY) {
+        const acc_t d = static_cast<acc_t>(xk[b * C]) - mean;
+        sq += d * d;
+      }
+      invstd = acc_t(1) / cuda::sqrt_(column_sum(sq, scratch) / n + eps);  // biased variance
+    } else if (active) {
+      mean = mean_in[kc];
+      invstd = acc_t(1) / cuda::sqrt_(var_in[kc] + eps);
+    }
+    if (!active) continue;  // no barrier below
+    if (threadIdx.y == 0) {
+      save_mean[kc] = mean;
+      save_invstd[kc] = invstd;
+    }
+    const acc_t scale = point_affine(weight, coords, k, c, C, J, acc_t(1)) * invstd;
+    const acc_t shift = point_affine(bias, coords, k, c, C, J, acc_t(0));
+    scalar_t* yk = y + k * B * C + c;
+    for (int64_t b = threadIdx.y; b < B; b += kRowsY) {
+      yk[b * C] = static_cast<scalar_t>((static_cast<acc_t>(xk[b * C]) - mean) * scale + shift);
+    }
+  }
+}
+
+// bn_backward_kernel for rows: the same outputs, the same arithmetic.
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    bn_rows_backward_kernel(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ x,
+                            const acc_t* __restrict__ save_mean,
+                            const acc_t* __restrict__ save_invstd,
+                            const acc_t* __restrict__ weight, const acc_t* __restrict__ coords,
+                            scalar_t* __restrict__ dx, acc_t* __restrict__ dgamma,
+                            acc_t* __restrict__ dbeta, int64_t K, int64_t B, int64_t C,
+                            int64_t J, bool training) {
+  __shared__ acc_t scratch[kRowsY][kRowsX];
+  const int64_t c_tiles = cuda::ceil_div(C, kRowsX);
+  for (int64_t tile = blockIdx.x; tile < K * c_tiles; tile += gridDim.x) {
+    const int64_t k = tile / c_tiles;
+    const int64_t c = (tile % c_tiles) * kRowsX + threadIdx.x;
+    const bool active = c < C;
+    const int64_t kc = k * C + c;
+    const int64_t offset = k * B * C + c;  // of x, dy and dx; used only if active
+    const acc_t mean = active ? save_mean[kc] : acc_t(0);
+    const acc_t invstd = active ? save_invstd[kc] : acc_t(0);
+    acc_t sum_dy = 0, sum_dy_xmu = 0;
+    if (dgamma != nullptr) {  // uniform over the block
+      for (int64_t b = threadIdx.y; active && b < B; b += kRowsY) {
+        const acc_t g = static_cast<acc_t>(dy[offset + b * C]);
+        sum_dy += g;
+        sum_dy_xmu += g * (static_cast<acc_t>(x[offset + b * C]) - mean);
+      }
+      sum_dy = column_sum(sum_dy, scratch);
+      sum_dy_xmu = column_sum(sum_dy_xmu, scratch);
+      if (active && threadIdx.y == 0) {
+        dgamma[kc] = sum_dy_xmu * invstd;
+        dbeta[kc] = sum_dy;
+      }
+    }
+    if (dx == nullptr || !active) continue;  // no barrier below
+    const acc_t scale = point_affine(weight, coords, k, c, C, J, acc_t(1)) * invstd;
+    if (training) {
+      const acc_t n = static_cast<acc_t>(B);
+      const acc_t mean_dy = sum_dy / n;
+      const acc_t proj = sum_dy_xmu * invstd * invstd / n;
+      for (int64_t b = threadIdx.y; b < B; b += kRowsY) {
+        const int64_t i = offset + b * C;
+        const acc_t xmu = static_cast<acc_t>(x[i]) - mean;
+        dx[i] = static_cast<scalar_t>(scale * (static_cast<acc_t>(dy[i]) - mean_dy - xmu * proj));
+      }
+    } else {
+      for (int64_t b = threadIdx.y; b < B; b += kRowsY) {
+        const int64_t i = offset + b * C;
+        dx[i] = static_cast<scalar_t>(scale * static_cast<acc_t>(dy[i]));
+      }
+    }
+  }
+}
+
+// Blocks for the rows kernels: one per (point, 32 channels), looping past the cap.
+unsigned rows_blocks(int64_t K, int64_t C) {
+  return static_cast<unsigned>(std::min(K * cuda::ceil_div(C, kRowsX), cuda::kMaxGridX));
+}
+
+// The rows kernels for S = 1 when they make at least two blocks per SM.
+bool use_rows_kernels(int64_t K, int64_t C, int64_t S, const at::Tensor& x) {
+  if (S != 1) return false;
+  int sms = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, x.get_device()));
+  return K * cuda::ceil_div(C, kRowsX) >= 2 * static_cast<int64_t>(sms);
+}
+
 // 2-D block: x along the contiguous S axis, y along B; 256 threads in all.
 dim3 slice_block(int64_t S) {
   int tx = 1;
@@ -224,14 +365,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pointwise_batch_norm_cuda(
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pointwise_batch_norm",
                                   [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const unsigned blocks = static_cast<unsigned>(std::min(d.K * d.C, cuda::kMaxGridX));
-    bn_forward_kernel<scalar_t, acc_t>
-        <<<blocks, slice_block(d.S), 0, c10::cuda::getCurrentCUDAStream()>>>(
-            x_c.const_data_ptr<scalar_t>(), ptr_or_null<acc_t>(m), ptr_or_null<acc_t>(v),
-            ptr_or_null<acc_t>(w), ptr_or_null<acc_t>(b), c_acc.const_data_ptr<acc_t>(),
-            y.mutable_data_ptr<scalar_t>(), save_mean.mutable_data_ptr<acc_t>(),
-            save_invstd.mutable_data_ptr<acc_t>(), d.K, d.B, d.C, d.S, d.J, training,
-            static_cast<acc_t>(eps));
+    auto stream = c10::cuda::getCurrentCUDAStream();
+    if (use_rows_kernels(d.K, d.C, d.S, x)) {
+      bn_rows_forward_kernel<scalar_t, acc_t>
+          <<<rows_blocks(d.K, d.C), dim3(kRowsX, kRowsY), 0, stream>>>(
+              x_c.const_data_ptr<scalar_t>(), ptr_or_null<acc_t>(m), ptr_or_null<acc_t>(v),
+              ptr_or_null<acc_t>(w), ptr_or_null<acc_t>(b), c_acc.const_data_ptr<acc_t>(),
+              y.mutable_data_ptr<scalar_t>(), save_mean.mutable_data_ptr<acc_t>(),
+              save_invstd.mutable_data_ptr<acc_t>(), d.K, d.B, d.C, d.J, training,
+              static_cast<acc_t>(eps));
+    } else {
+      const unsigned blocks = static_cast<unsigned>(std::min(d.K * d.C, cuda::kMaxGridX));
+      bn_forward_kernel<scalar_t, acc_t><<<blocks, slice_block(d.S), 0, stream>>>(
+          x_c.const_data_ptr<scalar_t>(), ptr_or_null<acc_t>(m), ptr_or_null<acc_t>(v),
+          ptr_or_null<acc_t>(w), ptr_or_null<acc_t>(b), c_acc.const_data_ptr<acc_t>(),
+          y.mutable_data_ptr<scalar_t>(), save_mean.mutable_data_ptr<acc_t>(),
+          save_invstd.mutable_data_ptr<acc_t>(), d.K, d.B, d.C, d.S, d.J, training,
+          static_cast<acc_t>(eps));
+    }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {y, save_mean, save_invstd};
@@ -275,15 +426,25 @@ Grads pointwise_batch_norm_backward_cuda(
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
                                     "pointwise_batch_norm_backward", [&] {
       using acc_t = at::opmath_type<scalar_t>;
-      const unsigned blocks = static_cast<unsigned>(std::min(d.K * d.C, cuda::kMaxGridX));
-      bn_backward_kernel<scalar_t, acc_t>
-          <<<blocks, slice_block(d.S), 0, c10::cuda::getCurrentCUDAStream()>>>(
-              dy_c.const_data_ptr<scalar_t>(), x_c.const_data_ptr<scalar_t>(),
-              sm.const_data_ptr<acc_t>(), si.const_data_ptr<acc_t>(), ptr_or_null<acc_t>(w),
-              c_acc.const_data_ptr<acc_t>(), need_dx ? dx.mutable_data_ptr<scalar_t>() : nullptr,
-              need_stats ? dgamma.mutable_data_ptr<acc_t>() : nullptr,
-              need_stats ? dbeta.mutable_data_ptr<acc_t>() : nullptr, d.K, d.B, d.C, d.S, d.J,
-              training);
+      auto stream = c10::cuda::getCurrentCUDAStream();
+      const scalar_t* dyp = dy_c.const_data_ptr<scalar_t>();
+      const scalar_t* xp = x_c.const_data_ptr<scalar_t>();
+      scalar_t* dxp = need_dx ? dx.mutable_data_ptr<scalar_t>() : nullptr;
+      acc_t* dgp = need_stats ? dgamma.mutable_data_ptr<acc_t>() : nullptr;
+      acc_t* dbp = need_stats ? dbeta.mutable_data_ptr<acc_t>() : nullptr;
+      if (use_rows_kernels(d.K, d.C, d.S, x)) {
+        bn_rows_backward_kernel<scalar_t, acc_t>
+            <<<rows_blocks(d.K, d.C), dim3(kRowsX, kRowsY), 0, stream>>>(
+                dyp, xp, sm.const_data_ptr<acc_t>(), si.const_data_ptr<acc_t>(),
+                ptr_or_null<acc_t>(w), c_acc.const_data_ptr<acc_t>(), dxp, dgp, dbp, d.K, d.B,
+                d.C, d.J, training);
+      } else {
+        const unsigned blocks = static_cast<unsigned>(std::min(d.K * d.C, cuda::kMaxGridX));
+        bn_backward_kernel<scalar_t, acc_t><<<blocks, slice_block(d.S), 0, stream>>>(
+            dyp, xp, sm.const_data_ptr<acc_t>(), si.const_data_ptr<acc_t>(),
+            ptr_or_null<acc_t>(w), c_acc.const_data_ptr<acc_t>(), dxp, dgp, dbp, d.K, d.B, d.C,
+            d.S, d.J, training);
+      }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }

@@ -14,7 +14,9 @@
 //   - fp32 with TF32 allowed for cuBLAS matmuls: wmma m16n16k8 tf32, the same choice the
 //     reference F.linear makes under that flag.
 //   - fp32 otherwise, fp64, and any dtype on a GPU/build without sm_80 code: a SIMT
-//     register-blocked kernel (64x64 tile, 4x4 outputs per thread), exact FFMA.
+//     register-blocked kernel (64x64 tile, 4x4 outputs per thread), exact FFMA. A small fit
+//     (few points, small B and O) makes fewer 64x64 tiles than two per SM and leaves most of
+//     the GPU idle; then the SIMT kernel runs on 32x32 tiles, four times as many blocks.
 // The tensor-core kernel body only exists for __CUDA_ARCH__ >= 800; the host asks the
 // runtime which PTX version the loaded kernel was built from (cudaFuncGetAttributes), so
 // a build or JIT image without sm_80 code falls back to SIMT instead of running an empty
@@ -46,11 +48,9 @@ using cuda::ceil_div;
 using linear_kernels::kMmaBM;
 using linear_kernels::kMmaBN;
 using linear_kernels::kMmaThreads;
-using linear_kernels::kSimtBM;
-using linear_kernels::kSimtBN;
-using linear_kernels::kSimtThreads;
 using linear_kernels::linear_mma_kernel;
 using linear_kernels::linear_simt_kernel;
+using linear_kernels::simt_threads;
 
 // True if `kernel` was compiled from sm_80+ code for the current device.
 template <typename Kernel>
@@ -126,12 +126,15 @@ at::Tensor subspace_linear_cuda(const at::Tensor& x, const at::Tensor& weight,
   at::Tensor y = at::empty({K, B, O}, x.options());
   if (y.numel() == 0) return y;
 
-  static_assert(kSimtBM == kMmaBM && kSimtBN == kMmaBN, "one grid serves both kernels");
+  static_assert(kMmaBM == 64 && kMmaBN == 64, "the 64x64 SIMT kernel shares this grid");
   const int64_t b_tiles = ceil_div(B, kMmaBM), o_tiles = ceil_div(O, kMmaBN);
   TORCH_CHECK(b_tiles * o_tiles <= std::numeric_limits<int32_t>::max(),
               "subspace_linear: B x O too large for one launch");
-  const dim3 grid(static_cast<unsigned>(b_tiles * o_tiles), 1,
-                  static_cast<unsigned>(std::min(K, cuda::kMaxGridYZ)));
+  const int64_t points = std::min(K, cuda::kMaxGridYZ);
+  const dim3 grid(static_cast<unsigned>(b_tiles * o_tiles), 1, static_cast<unsigned>(points));
+  int sms = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, x.get_device()));
+  const bool small_tiles = b_tiles * o_tiles * points < 2 * static_cast<int64_t>(sms);
   auto stream = c10::cuda::getCurrentCUDAStream();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "subspace_linear",
@@ -143,8 +146,16 @@ at::Tensor subspace_linear_cuda(const at::Tensor& x, const at::Tensor& weight,
     const acc_t* bp = has_bias ? b_acc.const_data_ptr<acc_t>() : nullptr;
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     if (try_launch_mma<scalar_t>(xp, wp, bp, cp, yp, K, B, O, I, J, o_tiles, grid)) return;
-    linear_simt_kernel<scalar_t, acc_t>
-        <<<grid, kSimtThreads, 0, stream>>>(xp, wp, bp, cp, yp, K, B, O, I, J, o_tiles);
+    if (small_tiles) {
+      constexpr int kTile = 32;
+      const int64_t o_small = ceil_div(O, kTile);
+      const dim3 small_grid(static_cast<unsigned>(ceil_div(B, kTile) * o_small), 1, grid.z);
+      linear_simt_kernel<scalar_t, acc_t, kTile><<<small_grid, simt_threads(kTile), 0, stream>>>(
+          xp, wp, bp, cp, yp, K, B, O, I, J, o_small);
+    } else {
+      linear_simt_kernel<scalar_t, acc_t, 64>
+          <<<grid, simt_threads(64), 0, stream>>>(xp, wp, bp, cp, yp, K, B, O, I, J, o_tiles);
+    }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return y;

@@ -29,26 +29,32 @@ using cuda::Vec;
 // sum_j c_kj * W_j[o, i..] over the J basis points in registers before one store.
 
 // ---------------------------------------------------------------- SIMT path
-constexpr int kSimtBM = 64, kSimtBN = 64, kSimtBK = 16, kSimtThreads = 256;
+// Square tiles of kTile (B) x kTile (O), 4 x 4 outputs per thread: 64 (256 threads) by
+// default, 32 (64 threads, four times the blocks) when 64 would leave SMs idle.
+constexpr int kSimtBK = 16;
 
-template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kSimtThreads)
+__host__ __device__ constexpr int simt_threads(int tile) { return (tile / 4) * (tile / 4); }
+
+template <typename scalar_t, typename acc_t, int kTile>
+__global__ void __launch_bounds__(simt_threads(kTile))
     linear_simt_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ w,
                        const acc_t* __restrict__ bias, const acc_t* __restrict__ coords,
                        scalar_t* __restrict__ y, int64_t K, int64_t B, int64_t O, int64_t I,
                        int64_t J, int64_t o_tiles) {
-  constexpr int kThreadsPerRow = kSimtThreads / kSimtBM;  // 4
-  constexpr int kPerThread = kSimtBK / kThreadsPerRow;    // 4
-  static_assert(kSimtBM == kSimtBN, "one loader mapping for both tiles");
+  constexpr int kThreads = simt_threads(kTile);
+  constexpr int kThreadsPerRow = kThreads / kTile;       // 4 (tile 64), 2 (tile 32)
+  constexpr int kPerThread = kSimtBK / kThreadsPerRow;  // 4, 8
+  static_assert(kThreadsPerRow * kPerThread == kSimtBK, "the loaders cover a tile row");
   // Both tiles stored i-major so the 4x4 micro-kernel reads contiguous runs.
-  __shared__ acc_t xs[kSimtBK][kSimtBM + 4];
-  __shared__ acc_t ws[kSimtBK][kSimtBN + 4];
+  __shared__ acc_t xs[kSimtBK][kTile + 4];
+  __shared__ acc_t ws[kSimtBK][kTile + 4];
   const int tid = threadIdx.x;
-  const int64_t b0 = (blockIdx.x / o_tiles) * kSimtBM;
-  const int64_t o0 = (blockIdx.x % o_tiles) * kSimtBN;
+  const int64_t b0 = (blockIdx.x / o_tiles) * kTile;
+  const int64_t o0 = (blockIdx.x % o_tiles) * kTile;
   const int lrow = tid / kThreadsPerRow, lcol = (tid % kThreadsPerRow) * kPerThread;
   const bool x_row_ok = b0 + lrow < B, w_row_ok = o0 + lrow < O;
-  const int tm = tid / 16, tn = tid % 16;  // compute: rows tm*4.., cols tn*4..
+  // compute: rows tm*4.., cols tn*4..
+  const int tm = tid / (kTile / 4), tn = tid % (kTile / 4);
   for (int64_t k = blockIdx.z; k < K; k += gridDim.z) {
     const scalar_t* x_row = x + (k * B + b0 + lrow) * I;  // dereferenced only if x_row_ok
     const scalar_t* w_row = w + (o0 + lrow) * I;           // dereferenced only if w_row_ok

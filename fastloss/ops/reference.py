@@ -113,10 +113,12 @@ def pointwise_batch_norm(
 
 
 def point_loss(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """``logits [K, B, C], target [B] -> (loss_sum [K], correct [K] int64)``."""
+    """``logits [K, B, C], target [B] -> (loss_sum [K], correct [K] int64)``; a row with a
+    NaN logit is never correct (torch.argmax would point at the NaN)."""
     acc = opmath(logits.dtype)
     logp = torch.log_softmax(logits.to(acc), dim=-1)
     index = target.view(1, -1, 1).expand(logits.shape[0], -1, 1)
     loss = -logp.gather(-1, index).squeeze(-1).sum(1)
-    correct = (logits.argmax(-1) == target.view(1, -1)).sum(1)
+    hit = (logits.argmax(-1) == target.view(1, -1)) & ~logits.isnan().any(-1)
+    correct = hit.sum(1)
     return loss, correct
