@@ -1,10 +1,11 @@
 """Op benchmarks: fastloss against its peers, side by side in one process.
 
-For each layer of the papers' networks, at K points and B samples per point (J = 3, a plane):
-- loop:     a Python loop over points, materialising W_k and calling F.linear / F.conv2d
-            (what loss-landscape and dnn-mode-connectivity do);
+For each layer of the papers' networks (and their batch norms), at K points and B samples per
+point (J = 3, a plane):
+- loop:     a Python loop over points, materialising W_k and calling F.linear / F.conv2d /
+            F.batch_norm (what loss-landscape and dnn-mode-connectivity do);
 - vmap:     torch.func.vmap over the points;
-- ceiling:  one single-weight F.linear / F.conv2d over the whole K·B batch;
+- ceiling:  one single-weight F.linear / F.conv2d / F.batch_norm over the whole K·B batch;
 - fastloss: the compiled op.
 Every fastloss result is checked against the loop before it is timed.
 
@@ -17,6 +18,7 @@ runs a few of the same cases under pytest-benchmark.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 from dataclasses import dataclass
@@ -39,16 +41,18 @@ CPU_OUTPUT_CAP = 1.5e8
 @dataclass(frozen=True)
 class Layer:
     name: str
-    kind: str  # "linear" or "conv"
+    kind: str  # "linear", "conv" or "bn" (training-mode batch norm, cin = cout channels)
     cin: int
     cout: int
-    size: int = 0  # input height = width for convs
+    size: int = 0  # input height = width for convs and batch norms of maps
     shared: bool = False  # first layer: every point sees the same input
 
     def outputs(self, rows: int) -> float:
-        return float(rows * self.cout * (self.size * self.size if self.kind == "conv" else 1))
+        return float(rows * self.cout * self.size * self.size if self.size else rows * self.cout)
 
     def flops(self, rows: int) -> float:
+        if self.kind == "bn":
+            return 10.0 * self.outputs(rows)
         if self.kind == "linear":
             return 2.0 * rows * self.cin * self.cout
         return 2.0 * rows * self.cin * self.cout * 9 * self.size * self.size
@@ -64,6 +68,9 @@ LAYERS = [
     Layer("resnet20 16-16 32x32", "conv", 16, 16, 32),
     Layer("resnet20 32-32 16x16", "conv", 32, 32, 16),
     Layer("resnet20 64-64 8x8", "conv", 64, 64, 8),
+    # [K, B, C] rows: one block per point and 32 channels, coalesced along C (S = 1 path).
+    Layer("mlp bn 256 (rows)", "bn", 256, 256),
+    Layer("resnet20 bn 64 8x8", "bn", 64, 64, 8),
 ]
 
 
@@ -73,7 +80,11 @@ def make_case(layer: Layer, K: int, B: int, dtype: torch.dtype, device: torch.de
     def rand(*shape):
         return torch.randn(*shape, generator=g).to(device=device, dtype=dtype)
 
-    if layer.kind == "linear":
+    if layer.kind == "bn":
+        maps = (layer.size, layer.size) if layer.size else ()
+        x = rand(K, B, layer.cin, *maps)
+        weight = 1 + 0.1 * rand(J, layer.cout)
+    elif layer.kind == "linear":
         x = rand(B, layer.cin) if layer.shared else rand(K, B, layer.cin)
         weight = rand(J, layer.cout, layer.cin) / layer.cin**0.5
     else:
@@ -89,6 +100,8 @@ def make_case(layer: Layer, K: int, B: int, dtype: torch.dtype, device: torch.de
 
 def methods(layer: Layer, x, weight, bias, coords):
     """The four ways to compute the layer at K points, as zero-argument callables."""
+    if layer.kind == "bn":
+        return batch_norm_methods(x, weight, bias, coords)
     K = coords.shape[0]
     c = coords.to(weight.dtype)
     conv = layer.kind == "conv"
@@ -116,7 +129,41 @@ def methods(layer: Layer, x, weight, bias, coords):
             return ops.subspace_conv2d(x, weight, bias, coords, padding=1)
         return ops.subspace_linear(x, weight, bias, coords)
 
-    return {"loop": loop, "vmap": lambda: point(c, x), "ceiling": ceiling, "fastloss": fast}
+    found = {"loop": loop, "vmap": lambda: point(c, x), "ceiling": ceiling, "fastloss": fast}
+    if conv and not layer.shared:  # the per-point path this device does not take by default
+        other = "loop" if x.is_cuda else "grouped"
+        found[f"fastloss_{other}"] = lambda: with_per_point_path(other, fast)
+    return found
+
+
+def with_per_point_path(path: str, fn):
+    """``fn()`` with per-point convolutions forced onto ``path`` ("grouped": one grouped
+    convolution over the points; "loop": one convolution per point)."""
+    before = os.environ.get("FASTLOSS_CONV_PER_POINT")
+    os.environ["FASTLOSS_CONV_PER_POINT"] = path
+    try:
+        return fn()
+    finally:
+        if before is None:
+            del os.environ["FASTLOSS_CONV_PER_POINT"]
+        else:
+            os.environ["FASTLOSS_CONV_PER_POINT"] = before
+
+
+def batch_norm_methods(x, weight, bias, coords):
+    """`methods` for a training-mode batch norm with each point's statistics and affine."""
+    c = coords.to(weight.dtype)
+
+    def point(xk, ck):
+        return F.batch_norm(xk, None, None, ck @ weight, ck @ bias, True)
+
+    flat = x.reshape(-1, *x.shape[2:])
+    return {
+        "loop": lambda: torch.stack([point(x[k], c[k]) for k in range(x.shape[0])]),
+        "vmap": lambda: torch.func.vmap(point)(x, c),
+        "ceiling": lambda: F.batch_norm(flat, None, None, weight[0], bias[0], True),
+        "fastloss": lambda: ops.pointwise_batch_norm(x, None, None, weight, bias, coords, True),
+    }
 
 
 def time_ms(fn, min_run_time: float) -> float:

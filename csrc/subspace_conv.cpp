@@ -2,12 +2,15 @@
 // CompositeExplicitAutograd. The two paths of subspace_common.h with convolutions in place of
 // GEMMs: the shared input is one convolution whose weight stacks the J basis weights
 // (stack_conv_weight), then `combine`; the per-point input runs one convolution per point
-// with weights synthesised chunk by chunk.
+// (on the CPU) or one grouped convolution per chunk of points (on the GPU), with weights
+// synthesised chunk by chunk.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -92,6 +95,20 @@ bool channels_last_2d(const at::Tensor& x, int64_t spatial, int64_t groups) {
   return spatial == 2 && groups == 1 && x.is_cpu();
 }
 
+// Per-point inputs on the GPU run as one grouped convolution over a chunk of points (the
+// points' channels side by side, groups = points x groups) instead of one cuDNN call per
+// point, whose launch cost dominates small layers (docs/design.md, "Per-point
+// convolutions"). $FASTLOSS_CONV_PER_POINT picks the path on any device: "grouped",
+// "loop", or "auto" (default: grouped on CUDA, the loop on the CPU, where oneDNN's
+// channels-last convolutions per point are faster).
+bool grouped_over_points(const at::Tensor& x) {
+  const char* choice = std::getenv("FASTLOSS_CONV_PER_POINT");
+  const std::string path = choice == nullptr ? "auto" : choice;
+  TORCH_CHECK(path == "auto" || path == "grouped" || path == "loop",
+              "FASTLOSS_CONV_PER_POINT must be auto, grouped or loop, got '", path, "'");
+  return path == "grouped" || (path == "auto" && x.is_cuda());
+}
+
 std::tuple<std::vector<int64_t>, std::vector<int64_t>, std::vector<int64_t>> as_2d(const ConvArgs& a) {
   return {{1, a.stride[0]}, {0, a.padding[0]}, {1, a.dilation[0]}};
 }
@@ -136,6 +153,32 @@ at::Tensor subspace_conv_generic(const at::Tensor& x, const at::Tensor& weight,
   }
   const auto bias_k = has(bias) ? call_synthesize(*bias, coords) : at::Tensor();
   const int64_t chunk = points_per_chunk(K, weight.numel() / J, weight.element_size(), weight_budget_bytes(x));
+  if (grouped_over_points(x)) {
+    at::Tensor out;
+    for (int64_t k0 = 0; k0 < K; k0 += chunk) {
+      const int64_t kc = std::min(chunk, K - k0);
+      // [kc, B, Ci, *s] -> [B, kc·Ci, *s]; weights [kc, Co, Ci/g, *k] -> [kc·Co, Ci/g, *k]
+      const auto xs = x.narrow(0, k0, kc).transpose(0, 1).flatten(1, 2);
+      const auto wk = call_synthesize(weight, coords.narrow(0, k0, kc)).flatten(0, 1);
+      std::optional<at::Tensor> bk = std::nullopt;
+      if (bias_k.defined()) bk = bias_k.narrow(0, k0, kc).flatten();
+      auto group_args = a;
+      group_args.groups = kc * groups;
+      const auto y = conv(xs, wk, bk, group_args);  // [B, kc·Co, *so]
+      auto split = y.sizes().vec();
+      split[1] = Co;
+      split.insert(split.begin() + 1, kc);
+      const auto yk = y.reshape(split).transpose(0, 1);  // [kc, B, Co, *so]
+      if (kc == K) return yk.contiguous();
+      if (!out.defined()) {
+        auto shape = yk.sizes().vec();
+        shape[0] = K;
+        out = at::empty(shape, y.options());
+      }
+      out.narrow(0, k0, kc).copy_(yk);
+    }
+    return out;
+  }
   at::Tensor out;
   for (int64_t k0 = 0; k0 < K; k0 += chunk) {
     const int64_t kc = std::min(chunk, K - k0);

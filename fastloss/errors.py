@@ -40,9 +40,19 @@ class OutputExistsError(FastlossError, FileExistsError):
     results are never overwritten unless asked (``overwrite=True``)."""
 
 
+class OutputWriteError(FastlossError, OSError):
+    """An output that cannot be written: its folder is read-only or the disk is full. Finished
+    results are left as they were."""
+
+
 class SurfaceFileError(FastlossError, OSError):
     """An existing HDF5 result that cannot be read or written (corrupt, truncated, not HDF5,
     locked by another writer). Such files are never deleted or replaced silently."""
+
+
+class ProcessGroupError(FastlossError, RuntimeError):
+    """A process of a ``torchrun`` group that stalled past the timeout or left (killed,
+    crashed); the others stop instead of waiting forever."""
 
 
 class DivergedError(FastlossError, FloatingPointError):

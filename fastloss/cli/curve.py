@@ -21,6 +21,7 @@ from fastloss.cli.options import (
     command,
     load_data_from,
     print_ranges,
+    reports,
     run_options,
 )
 from fastloss.core import Grid
@@ -37,6 +38,7 @@ from fastloss.curves import (
 from fastloss.curves.fit_step import OPTIMIZERS
 from fastloss.errors import ArgumentError
 from fastloss.io import load_checkpoint
+from fastloss.io.atomic import check_output_path
 from fastloss.models import SPEC_KEYS, architecture_difference, build_from_checkpoint
 from fastloss.training import FIT_SCHEDULES
 from fastloss.viz import plot_curve_plane, save_curve_figures
@@ -202,7 +204,7 @@ def _register_eval(commands: argparse._SubParsersAction) -> None:
     ev.add_argument("--out", required=True, help="output HDF5 file")
     ev.add_argument("--figures", help="folder for the two PNGs (default: beside --out)")
     add_run_options(ev)
-    command(ev, _eval)
+    command(ev, _eval, sharded=True)
 
 
 def _provenance(args: argparse.Namespace, meta: dict[str, Any]) -> dict[str, Any]:
@@ -231,6 +233,8 @@ def _eval(args: argparse.Namespace) -> int:
         **run_options(args),
         attrs=_provenance(args, meta),
     )
+    if not reports():
+        return 0
     stem = os.path.splitext(os.path.basename(args.out))[0]
     folder = args.figures or os.path.dirname(os.path.abspath(args.out))
     figures = save_curve_figures(
@@ -265,7 +269,7 @@ def _register_plane(commands: argparse._SubParsersAction) -> None:
     plane.add_argument("--y", type=axis, help="y axis as lo:hi:n")
     plane.add_argument("--metric", default="train_loss", help="metric of the figure")
     plane.add_argument("--figure", help="PNG path (default: <out>_<metric>.png)")
-    command(plane, _plane)
+    command(plane, _plane, sharded=True)
 
 
 def _plane(args: argparse.Namespace) -> int:
@@ -274,6 +278,8 @@ def _plane(args: argparse.Namespace) -> int:
     grid = frame_curves(curve_points(info), args.x, args.y)
     train, test = load_data_from(args)
     check_fits(train, meta, args.curve, args.data)
+    figure = args.figure or f"{os.path.splitext(args.out)[0]}_{args.metric}.png"
+    check_output_path(figure, overwrite=True)  # its folder, before the work
     start = time.perf_counter()
     surface = evaluate_curve_plane(
         model,
@@ -285,6 +291,8 @@ def _plane(args: argparse.Namespace) -> int:
         **run_options(args),
     )
     seconds = time.perf_counter() - start
+    if not reports():
+        return 0
     stored = surface.attrs["curve"]
     kind = (
         f"PCA plane of the curve, {stored['residual']:.2%} of it outside"
@@ -296,7 +304,6 @@ def _plane(args: argparse.Namespace) -> int:
     points = int(np.prod(surface.shape))
     print(f"{args.out}: {points} points in {seconds:.1f} s; {axes}; {kind}")
     print_ranges(surface)
-    figure = args.figure or f"{os.path.splitext(args.out)[0]}_{args.metric}.png"
     plot_curve_plane(surface, metric=args.metric).savefig(figure, dpi=150)
     print(f"figure: {figure}")
     return 0

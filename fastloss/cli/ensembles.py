@@ -17,6 +17,7 @@ from fastloss.cli.options import (
     check_outputs,
     command,
     load_data_from,
+    reports,
 )
 from fastloss.data import Dataset, num_classes
 from fastloss.ensembles import SWAG, evaluate_ensemble, fge, train_swa
@@ -26,7 +27,7 @@ from fastloss.ensembles.swag import SWAG_MODES, load_swag, save_swag
 from fastloss.ensembles.width import optima_width
 from fastloss.errors import ArgumentError
 from fastloss.io import load_checkpoint, save_checkpoint
-from fastloss.io.atomic import atomic_output
+from fastloss.io.atomic import atomic_output, write_errors
 from fastloss.io.ensemble_file import save_ensemble_file
 from fastloss.io.hashing import data_hash
 from fastloss.io.settings import jsonable
@@ -246,7 +247,7 @@ def _register_swag_predict(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output HDF5 file")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    command(p, _swag_predict)
+    command(p, _swag_predict, sharded=True)
 
 
 def _swag_predict(args: argparse.Namespace) -> int:
@@ -260,6 +261,8 @@ def _swag_predict(args: argparse.Namespace) -> int:
     samples = swag.samples(args.samples, args.scale, args.mode, args.seed)
     # θ_SWA rides along as member 0: one batched pass, its BN statistics recomputed too
     both = evaluate_ensemble(model, [swag.mean_state(), *samples], test, train, **options)
+    if not reports():
+        return 0
     labels = test[1].numpy()
     swa = score_members(both.member_probs[:1], labels)
     bma = score_members(both.member_probs[1:], labels)
@@ -389,7 +392,7 @@ def _register_ensemble_eval(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output HDF5 file")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    command(p, _ensemble_eval)
+    command(p, _ensemble_eval, sharded=True)
 
 
 def _ensemble_eval(args: argparse.Namespace) -> int:
@@ -413,6 +416,8 @@ def _ensemble_eval(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
     )
+    if not reports():
+        return 0
     settings = {"checkpoints": [str(p) for p in args.checkpoints], "data": args.data}
     _save_result(out, result, test[1].numpy(), settings, model_spec(first_meta), args.overwrite)
     figure = out.with_suffix(".png")
@@ -456,6 +461,8 @@ def _width(args: argparse.Namespace) -> int:
     out = Path(args.out)
     outputs = [out / "width.png", out / "rays.png", out / "width.json"]
     check_outputs(outputs, args.overwrite)
+    with write_errors(out):
+        out.mkdir(parents=True, exist_ok=True)
     sgd, meta = load_checkpoint(args.sgd)
     swa, meta_swa = load_checkpoint(args.swa)
     _check_same_architecture(args.sgd, meta, args.swa, meta_swa)
@@ -478,7 +485,6 @@ def _width(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
     )
-    out.mkdir(parents=True, exist_ok=True)
     length = float(result.distance[-1] / result.t[-1])
     line_fig = plot_width_line(result.distance, result.line, 0.0, length)
     save_figure(line_fig, out / "width.png")

@@ -22,21 +22,44 @@ from fastloss.cli import (
     vnet,
 )
 from fastloss.cli.options import as_flags
-from fastloss.engine import init_from_environment, keep_freed_memory
+from fastloss.engine import init_from_environment, keep_freed_memory, world
 from fastloss.errors import ArgumentError, FastlossError
 
 GROUPS = (info, train, surfaces, profile, plot, demo, curve, mpo, ensembles, vnet, video)
-SHARDED_COMMANDS = ("plane", "line")  # those that share their points under torchrun
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like fastloss's own (status 2); its
+    subcommands' parsers are of this class too."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message}; see {self.prog} --help\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="fastloss", description="Loss surfaces, mode connectivity and fast ensembling."
     )
     commands = parser.add_subparsers(dest="command", required=True)
     for group in GROUPS:
         group.register(commands)
     return parser
+
+
+def sharded_commands() -> list[str]:
+    """The commands that share their points under torchrun (`fastloss.cli.options.command`)."""
+    found: list[str] = []
+
+    def walk(parser: argparse.ArgumentParser, prefix: str) -> None:
+        for action in parser._actions:  # argparse keeps no public list of subcommands
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{prefix} {name}".strip())
+        if parser.get_default("sharded"):
+            found.append(prefix)
+
+    walk(build_parser(), "")
+    return found
 
 
 def _join_axis_values(argv: list[str]) -> list[str]:
@@ -54,11 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_join_axis_values(sys.argv[1:] if argv is None else argv))
     keep_freed_memory()  # the process is ours: reuse large buffers (fastloss.engine.memory)
     try:
-        if init_from_environment() and args.command not in SHARDED_COMMANDS:
-            raise ArgumentError(
-                f"fastloss {args.command} does not run under torchrun yet (those that do: "
-                f"{', '.join(SHARDED_COMMANDS)}); run it as one process"
-            )
+        if init_from_environment():
+            if not args.sharded:
+                raise ArgumentError(
+                    f"fastloss {args.command} does not run under torchrun (those that do: "
+                    f"{', '.join(sharded_commands())}); run it as one process"
+                )
+            if world()[0] != 0:  # rank 0 reports; the others' prints would repeat it
+                _silence_stdout()
         return args.run(args)
     except FastlossError as error:
         message = " ".join(as_flags(str(error), args.flags).split())

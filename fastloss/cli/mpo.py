@@ -13,12 +13,15 @@ import torch
 from fastloss.cli.options import (
     DTYPES,
     add_data_options,
+    check_fits,
     command,
     dtype,
     load_data_from,
+    reports,
 )
 from fastloss.data import num_classes
-from fastloss.errors import ArgumentError, DataError
+from fastloss.errors import ArgumentError
+from fastloss.io.atomic import check_output_path
 from fastloss.models import SPEC_KEYS, build_model
 from fastloss.mpo import (
     BUILTIN_PATTERNS,
@@ -228,7 +231,7 @@ def _register_eval(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    command(p, _eval)
+    command(p, _eval, sharded=True)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -240,14 +243,9 @@ def _eval(args: argparse.Namespace) -> int:
             )
         args.data = meta["data"]
     train, test = load_data_from(args)
-    if list(train[0].shape[1:]) != list(meta["in_shape"]):
-        raise DataError(
-            f"{args.plane} ({meta['model']}) takes inputs of shape {list(meta['in_shape'])} "
-            f"but {args.data} has samples of shape {list(train[0].shape[1:])}"
-        )
+    check_fits(train, meta, args.plane, args.data)
     figure = args.figure or str(Path(args.out).with_suffix(".png"))
-    if Path(figure).exists() and not args.overwrite:
-        raise ArgumentError(f"{figure} exists; pass --overwrite to replace it")
+    check_output_path(figure, args.overwrite)
     surface, scores = evaluate_pattern(
         model,
         theta,
@@ -263,6 +261,8 @@ def _eval(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
     )
+    if not reports():
+        return 0
     H, W = pattern.shape
     print(f"{args.out}: {pattern.name}, {W}x{H} cells, s = {float(theta.s):.4f}")
     for split, s in scores.items():

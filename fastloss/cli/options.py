@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from fastloss.data import Dataset, load_data, subsample
+from fastloss.engine import world
 from fastloss.errors import DataError, OutputExistsError
 from fastloss.io import Surface
 
@@ -124,15 +125,25 @@ def add_eval_options(p: argparse.ArgumentParser) -> None:
     add_run_options(p)
 
 
-def command(p: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int]) -> None:
-    """Make ``p`` run ``run``, and remember its flags for `as_flags`."""
+def reports() -> bool:
+    """Whether this process writes the command's figures and summary: the only process, or
+    rank 0 of a torchrun group (the others have shared the points and are done)."""
+    return world()[0] == 0
+
+
+def command(
+    p: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int], sharded: bool = False
+) -> None:
+    """Make ``p`` run ``run``, and remember its flags for `as_flags`. ``sharded``: the command
+    shares its points among the processes of a ``torchrun`` group (`fastloss.engine.sharding`;
+    rank 0 writes and reports); the others refuse to run under torchrun."""
     flags = {}
     for action in p._actions:  # argparse keeps no public list of a parser's options
         longs = [o for o in action.option_strings if o.startswith("--")]
         if longs and action.dest != "help":
             switch = action.nargs == 0 and action.const is True  # a store_true option
             flags[action.dest] = (longs[0], switch)
-    p.set_defaults(run=run, flags=flags)
+    p.set_defaults(run=run, flags=flags, sharded=sharded)
 
 
 _ARGUMENT = re.compile(r"\b([a-z][a-z0-9_]*)=('[^']*'|\"[^\"]*\"|[^\s,;:()]+)")
@@ -167,7 +178,7 @@ def check_fits(data: Dataset, meta: Mapping[str, Any], path: str, name: str) -> 
     if "num_classes" in meta and int(data[1].max()) >= int(meta["num_classes"]):
         raise DataError(
             f"{name} has labels up to {int(data[1].max())} but {path} has "
-            f"{meta['num_classes']} classes"
+            f"{meta['num_classes']} classes; use the data the networks were trained on"
         )
 
 

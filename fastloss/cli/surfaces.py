@@ -14,10 +14,10 @@ from fastloss.cli.options import (
     command,
     load_data_from,
     print_ranges,
+    reports,
     run_options,
 )
 from fastloss.core import Grid, Line, Plane, Subspace
-from fastloss.engine import world
 from fastloss.errors import ArgumentError
 from fastloss.io import load_checkpoint
 from fastloss.models import build_from_checkpoint
@@ -33,7 +33,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_plane_options(plane)
     add_eval_options(plane)
-    command(plane, _plane)
+    command(plane, _plane, sharded=True)
 
     line = commands.add_parser(
         "line",
@@ -42,7 +42,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     line.add_argument("checkpoints", nargs=2)
     add_eval_options(line)
-    command(line, _line)
+    command(line, _line, sharded=True)
 
 
 def add_plane_options(p: argparse.ArgumentParser) -> None:
@@ -105,8 +105,10 @@ def _evaluate_to_file(
         **run_options(args),
     )
     seconds = time.perf_counter() - start
-    if world()[0] != 0:  # under torchrun, rank 0 reports
+    if not reports():
         return
     points = int(np.prod(surface.shape))
-    print(f"{args.out}: {points} points in {seconds:.1f} s ({points / seconds:.1f} points/s)")
+    now = int(surface.attrs["evaluated"])
+    resumed = f"; {points - now} were done already" if now < points else ""
+    print(f"{args.out}: {points} points in {seconds:.1f} s ({now / seconds:.1f} points/s{resumed})")
     print_ranges(surface)

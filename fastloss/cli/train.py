@@ -45,7 +45,9 @@ def _train(args: argparse.Namespace) -> int:
     kwargs = {"widths": tuple(args.widths)} if args.widths else {}
     classes = num_classes(train_data, test_data)
     model = build_model(args.model, tuple(train_data[0].shape[1:]), classes, **kwargs)
-    options = {k: getattr(args, k) for k in ("epochs", "lr", "batch_size") if getattr(args, k)}
+    options = {
+        k: getattr(args, k) for k in ("epochs", "lr", "batch_size") if getattr(args, k) is not None
+    }
     history = train(
         model,
         train_data,

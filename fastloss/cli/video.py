@@ -14,6 +14,7 @@ from fastloss.cli.options import (
     axis,
     command,
     load_data_from,
+    reports,
     run_options,
     size,
 )
@@ -45,7 +46,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--gif", help="also write this GIF")
     p.add_argument("--frames", help="frames HDF5 (default: the MP4's name with .frames.h5)")
     add_run_options(p)
-    command(p, _video)
+    command(p, _video, sharded=True)
 
 
 def _video(args: argparse.Namespace) -> int:
@@ -82,6 +83,8 @@ def _video(args: argparse.Namespace) -> int:
         dpi=args.dpi,
         **run_options(args),
     )
+    if not reports():
+        return 0
     seconds, n = result["seconds_evaluating"], result["evaluated"] * result["points"]
     assert grid.y is not None
     print(

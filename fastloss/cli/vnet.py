@@ -20,7 +20,7 @@ from fastloss.cli.options import (
 )
 from fastloss.data import Dataset, num_classes
 from fastloss.errors import ArgumentError
-from fastloss.io.atomic import atomic_output
+from fastloss.io.atomic import atomic_output, write_errors
 from fastloss.io.hashing import data_hash
 from fastloss.io.settings import jsonable
 from fastloss.models import build_model
@@ -196,7 +196,8 @@ def _report(
         f"  test NLL       deterministic {modes.deterministic['nll']:.4f}  stochastic "
         f"{modes.stochastic['nll']:.4f}  ensemble {modes.ensemble['nll']:.4f}"
     )
-    out.mkdir(parents=True, exist_ok=True)
+    with write_errors(out):
+        out.mkdir(parents=True, exist_ok=True)
     summary = {**modes.summary(), **extra, "samples": args.samples, "seed": args.seed}
     with atomic_output(out / "modes.json", True) as tmp:
         Path(tmp).write_text(json.dumps(jsonable(summary), indent=2))

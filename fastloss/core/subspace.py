@@ -64,7 +64,8 @@ def check_same_keys(reference: dict[str, Tensor], other: dict[str, Tensor], what
         if other[name].shape != t.shape:
             raise ArgumentError(
                 f"{what}: parameter {name!r} has shape {list(other[name].shape)}, "
-                f"expected {list(t.shape)}"
+                f"expected {list(t.shape)}; the networks are different architectures, give "
+                "networks of one model"
             )
 
 

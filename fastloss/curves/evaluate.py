@@ -35,6 +35,7 @@ from fastloss.engine import (
     run,
     run_in_memory,
 )
+from fastloss.engine.sharding import barrier, world
 from fastloss.errors import ArgumentError
 from fastloss.io import CurveResult, Surface
 from fastloss.io.atomic import check_output_path
@@ -155,8 +156,9 @@ def evaluate_curve(
         segment_length=segment_length,
         attrs=info,
     )
-    if out is not None:
+    if out is not None and world()[0] == 0:  # in a process group, rank 0 writes
         result.save(out, overwrite=overwrite)
+    barrier()
     return result
 
 
@@ -220,6 +222,7 @@ def evaluate_curve_plane(
         loss=loss,
     )
     surface.attrs.update(curve_plane_attrs(curve, info))
-    if out is not None:  # the evaluation's file, now with the curve (an atomic rewrite)
+    if out is not None and world()[0] == 0:  # the file, now with the curve (atomic rewrite)
         surface.save(out, overwrite=True)
+    barrier()
     return surface

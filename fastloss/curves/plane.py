@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from fastloss.core import CollinearPointsError, Grid, Plane
+from fastloss.core.grid import check_axis
 from fastloss.curves.curve import Curve
 from fastloss.errors import ArgumentError
 
@@ -106,6 +107,9 @@ def frame_curves(
     bends) and w1 at (0, 0) with a margin. x runs at least from -0.3 to 1.3 (w1 at 0, w2 at
     1) with ``resolution`` points; y covers the points with a margin, in cells about as tall
     as wide (the plane's units are equal). Given axes are kept."""
+    for name, axis in (("x", x), ("y", y)):
+        if axis is not None:
+            check_axis(name, axis)
     pts = np.concatenate([np.asarray(points, dtype=np.float64).reshape(-1, 2), [[0.0, 0.0]]])
     if x is None:
         span = float(np.ptp(pts[:, 0]))

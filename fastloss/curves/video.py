@@ -5,8 +5,9 @@ As the curve trains, the plane through w1, w2 and the bend turns, and the loss i
 from two isolated basins to a tunnel of low loss. Each snapshot (`fastloss.curves.snapshots`)
 gives one frame: the grid of its plane, evaluated by the engine into one HDF5 frames file
 (`fastloss.io.Frames`) as each frame finishes, so a killed run resumes at the first
-unfinished frame. `fastloss.viz.render_video` draws the frames; `fastloss.viz.make_video`
-does both.
+unfinished frame. Under torchrun the processes share each frame's points and rank 0 writes
+the file (`fastloss.engine.sharding`). `fastloss.viz.render_video` draws the frames;
+`fastloss.viz.make_video` does both.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 from fastloss.core import Grid
 from fastloss.curves.snapshots import Snapshot, SnapshotsLike, default_grid, load_snapshots
 from fastloss.engine import LossMetrics, MemorySink, collect_splits, prepare, progress_bar, run
+from fastloss.engine.sharding import from_rank0, open_on_rank0
 from fastloss.errors import ArgumentError
 from fastloss.io import FramesWriter
 from fastloss.models import build_from_spec
@@ -30,15 +32,17 @@ from fastloss.surfaces import grid_points
 
 
 class FrameSink(MemorySink):
-    """The points of one frame, written to the frames file as a whole once all are done."""
+    """The points of one frame, written to the frames file as a whole once all are done
+    (``writer`` None: a process of a group other than rank 0, which writes)."""
 
-    def __init__(self, writer: FramesWriter, frame: int, shape: tuple[int, int]):
+    def __init__(self, writer: FramesWriter | None, frame: int, shape: tuple[int, int]):
         super().__init__(shape[0] * shape[1])
         self.writer, self.frame, self.shape = writer, frame, shape
 
     def finish(self, **per_frame: Any) -> None:
-        values = {m: v.reshape(self.shape) for m, v in self.values.items()}
-        self.writer.write(self.frame, values, **per_frame)
+        if self.writer is not None:
+            values = {m: v.reshape(self.shape) for m, v in self.values.items()}
+            self.writer.write(self.frame, values, **per_frame)
 
 
 def as_snapshots(snapshots: SnapshotsLike | list[Snapshot]) -> list[Snapshot]:
@@ -110,12 +114,15 @@ def evaluate_frames(
         "plane_source": np.array([s.plane_source for s in snaps]),
     }
     attrs = {"snapshot_paths": [s.path for s in snaps], **ev.provenance()}
-    writer = FramesWriter(
-        frames, xs, ys, metrics, static, names, settings, attrs, overwrite=overwrite
+    writer = open_on_rank0(
+        lambda: FramesWriter(
+            frames, xs, ys, metrics, static, names, settings, attrs, overwrite=overwrite
+        ),
+        frames,
     )
     shape = (len(ys), len(xs))
     points = shape[0] * shape[1]
-    pending = writer.pending()
+    pending = from_rank0(None if writer is None else writer.pending())
     start = time.perf_counter()
     bar = progress_bar(
         len(snaps) * points, (len(snaps) - len(pending)) * points, progress, desc="video"
@@ -131,7 +138,8 @@ def evaluate_frames(
             sink.finish(plane_norms=plane.norms(), seconds=time.perf_counter() - began)
     finally:
         bar.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
     return {
         "frames_path": os.fspath(frames),
         "frames": len(snaps),

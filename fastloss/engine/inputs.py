@@ -24,8 +24,19 @@ def default_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
+def check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ArgumentError(
+            f"batch_size={batch_size}: a batch holds at least 1 sample; give a batch size >= 1, "
+            "or leave it out for the default"
+        )
+
+
 def default_batch_size(batch_size: int | None, device: torch.device) -> int:
-    return batch_size or (CPU_BATCH_SIZE if device.type == "cpu" else GPU_BATCH_SIZE)
+    if batch_size is None:
+        return CPU_BATCH_SIZE if device.type == "cpu" else GPU_BATCH_SIZE
+    check_batch_size(batch_size)
+    return batch_size
 
 
 def as_tensors(data: Any, name: str, loss: Loss) -> Data:
@@ -62,6 +73,7 @@ def collect_splits(loss: Loss, **splits: Any) -> dict[str, Data]:
 
 
 def batches(x: Tensor, y: Tensor, size: int) -> Iterator[Data]:
+    check_batch_size(size)
     for start in range(0, x.shape[0], size):
         yield x[start : start + size], y[start : start + size]
 
@@ -92,7 +104,8 @@ def check_data_fits(model: nn.Module, data: Mapping[str, Data], loss: Loss) -> N
         except (RuntimeError, ValueError) as e:
             raise DataError(
                 f"the {split} data (samples of shape {list(x.shape[1:])}) do not fit the model "
-                f"{type(model).__name__}: {str(e).splitlines()[0]}"
+                f"{type(model).__name__}: {str(e).splitlines()[0]}; use the data it was "
+                "trained on"
             ) from None
         if not loss.classification:
             continue
@@ -101,5 +114,5 @@ def check_data_fits(model: nn.Module, data: Mapping[str, Data], loss: Loss) -> N
         if int(y.max()) >= outputs.shape[1] or int(y.min()) < 0:
             raise DataError(
                 f"the {split} labels run from {int(y.min())} to {int(y.max())}, but the model "
-                f"has {outputs.shape[1]} outputs"
+                f"has {outputs.shape[1]} outputs; use the data it was trained on"
             )

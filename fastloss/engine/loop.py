@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fastloss.core import BatchedModel, SharedProducts, Subspace, batch, used_rows
+from fastloss.core import BatchedModel, GridPoints, SharedProducts, Subspace, batch, used_rows
 from fastloss.engine.inputs import (
     Data,
     batches,
@@ -32,6 +32,7 @@ from fastloss.engine.inputs import (
 )
 from fastloss.engine.progress import progress_bar
 from fastloss.engine.reducers import Reducer
+from fastloss.engine.sharding import GatheredSink, world
 from fastloss.engine.sinks import MemorySink, Sink
 from fastloss.engine.tiles import largest_activation_bytes, plan_tiles
 from fastloss.io.hashing import data_hash
@@ -156,7 +157,8 @@ def warn_if_no_native_bf16() -> None:
 
 @dataclass
 class RunInfo:
-    """What a `run` did: points evaluated now, the tile it used, its wall time."""
+    """What a `run` did: points evaluated now (by all processes of a group), the tile it
+    used, its wall time."""
 
     evaluated: int = 0
     points_per_chunk: int | None = None
@@ -166,18 +168,28 @@ class RunInfo:
 
 def run(
     evaluation: Evaluation,
-    coords: Tensor,
+    coords: Tensor | GridPoints,
     reducers: Reducer | Sequence[Reducer],
     sink: Sink,
     *,
     progress: bool | Any = True,
     points_per_chunk: int | None = None,
 ) -> RunInfo:
-    """Evaluate the points ``coords [K, J]`` that ``sink`` has pending, chunk by chunk, and
+    """Evaluate the points ``coords [K, J]`` (a tensor, or `GridPoints`, made per chunk) that
+    ``sink`` has pending, chunk by chunk, and
     write each chunk's reducer values to ``sink``. ``progress``: show a bar (True), none
-    (False), or an existing bar to advance."""
+    (False), or an existing bar to advance. In a process group (`fastloss.engine.sharding`)
+    every process calls `run` alike and evaluates its share of the chunks; a `MemorySink`
+    then holds every process's values on every process."""
     ev = evaluation
     reducers = [reducers] if isinstance(reducers, Reducer) else list(reducers)
+    if isinstance(sink, MemorySink) and world()[1] > 1:
+        shared = GatheredSink(sink)
+        info = run(
+            ev, coords, reducers, shared, progress=progress, points_per_chunk=points_per_chunk
+        )
+        shared.gather()
+        return info
     pending = sink.pending()
     info = RunInfo()
     if not len(pending):
@@ -185,13 +197,17 @@ def run(
     work_dtype = ev.dtype or torch.float32
     # Coordinates stay float32 for bf16/fp16 work, so they keep 24 bits.
     coord_dtype = torch.float64 if work_dtype == torch.float64 else torch.float32
-    points = coords.to("cpu", coord_dtype)  # chunks are cut here, then moved to the device
-    coords = points.to(ev.device)
+
+    def points(idx) -> Tensor:  # a chunk's coordinates, made or cut from coords on the CPU
+        return coords[torch.as_tensor(idx)].to("cpu", coord_dtype)
+
+    K = len(coords)
+    like = points([0]).to(ev.device).expand(K, -1)  # [K, J] without K rows in memory
     probe = next(iter(ev.data.values()))[0]
     if ev.largest_activation is None:
-        ev.largest_activation = largest_activation_bytes(ev.batched, coords, probe)
+        ev.largest_activation = largest_activation_bytes(ev.batched, like, probe)
     chunk, eval_batch = plan_tiles(
-        ev.batched, coords, probe, ev.batch_size, points_per_chunk, ev.largest_activation
+        ev.batched, like, probe, ev.batch_size, points_per_chunk, ev.largest_activation
     )
     info.points_per_chunk, info.eval_batch_size = chunk, eval_batch
     # The chunks are cut from all pending points; under a process group (`ShardedSink`)
@@ -199,10 +215,10 @@ def run(
     # one-process run and gets the same bits.
     rank, size = getattr(sink, "share", (0, 1))
     mine = [pending[i : i + chunk] for i in range(0, len(pending), chunk)][rank::size]
-    evaluated = sum(len(block) for block in mine)
+    own = sum(len(block) for block in mine)
     own_bar = isinstance(progress, bool)
-    done = len(coords) - len(pending)
-    bar: Any = progress_bar(done + evaluated, done, progress) if own_bar else progress
+    done = K - len(pending)
+    bar: Any = progress_bar(done + own, done, progress) if own_bar else progress
     start = time.perf_counter()
     try:
         with ev.batched.caching_products(ev.products):  # first-layer products shared by chunks
@@ -210,7 +226,7 @@ def run(
                 i = 0
                 while i < len(block):
                     idx = block[i : i + chunk]
-                    chunk_coords, rows = used_rows(points[torch.as_tensor(idx)])
+                    chunk_coords, rows = used_rows(points(idx))
                     try:
                         values = evaluate_chunk(
                             ev,
@@ -231,7 +247,7 @@ def run(
     finally:
         if own_bar:
             bar.close()
-    info.evaluated, info.seconds = evaluated, time.perf_counter() - start
+    info.evaluated, info.seconds = len(pending), time.perf_counter() - start
     return info
 
 

@@ -25,7 +25,7 @@ from torch.optim.swa_utils import update_bn
 
 from fastloss.core import Subspace
 from fastloss.data import Dataset
-from fastloss.engine import has_batch_norm
+from fastloss.engine import check_batch_size, has_batch_norm
 from fastloss.ensembles.metrics import ECE_BINS, reliability, scores_of_sets
 from fastloss.errors import ArgumentError, DataError
 from fastloss.surfaces import predict
@@ -166,6 +166,7 @@ def evaluate_ensemble(
 
 
 def _batches(x: Tensor, batch_size: int, like: Tensor) -> list[Tensor]:
+    check_batch_size(batch_size)
     x = x.to(like.device, like.dtype if x.is_floating_point() else None)
     return [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
 

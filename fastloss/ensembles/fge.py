@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from fastloss.data import Dataset
+from fastloss.engine import check_batch_size
 from fastloss.ensembles.evaluate import EnsembleResult, evaluate_ensemble
 from fastloss.ensembles.schedules import FGESchedule
 from fastloss.errors import ArgumentError
@@ -60,6 +61,7 @@ def fge(
         raise ArgumentError(f"FGE needs at least 2 cycles (an ensemble of 2), got {cycles}")
     if cycle_epochs < 1:
         raise ArgumentError(f"cycle_epochs must be >= 1, got {cycle_epochs}")
+    check_batch_size(batch_size)
     steps_per_epoch = math.ceil(len(train_data[1]) / batch_size)
     cycle_steps = cycle_epochs * steps_per_epoch
     schedule = FGESchedule(lr1, lr2, cycle_steps)

@@ -19,7 +19,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, update_bn
 
 from fastloss.data import Dataset
-from fastloss.engine import has_batch_norm
+from fastloss.engine import check_batch_size, has_batch_norm
 from fastloss.ensembles.schedules import SWASchedule
 from fastloss.ensembles.swag import SWAG
 from fastloss.errors import ArgumentError
@@ -65,6 +65,7 @@ def train_swa(
     `fastloss.training.train`, which runs the steps."""
     if not 0 <= swa_start < epochs:
         raise ArgumentError(f"need 0 <= swa_start < epochs, got {swa_start} and {epochs}")
+    check_batch_size(batch_size)
     n = len(train_data[1])
     schedule = SWASchedule(lr, swa_lr, swa_start, every, math.ceil(n / batch_size), rate)
     averaged = AveragedModel(model, device=torch.device(device))

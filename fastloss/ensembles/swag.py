@@ -23,8 +23,6 @@ from __future__ import annotations
 import fnmatch
 import math
 import os
-import pickle
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from fastloss.errors import ArgumentError, DataError, FileFormatError, NotFoundError
-from fastloss.io.atomic import atomic_output
+from fastloss.io.atomic import atomic_output, write_errors
+from fastloss.io.checkpoints import read_torch, write_torch
 
 SWAG_MODES = ("full", "diag", "lowrank")
 _VAR_FLOOR = 1e-30  # as the reference code: sq_mean − mean² can round below zero
@@ -203,9 +202,10 @@ def save_swag(
     """Write ``swag`` and JSON-like ``meta`` (the model spec, the data) to ``path`` (written
     whole and renamed into place; an existing file is kept unless ``overwrite``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path, overwrite) as tmp:
-        torch.save({"swag": swag.state_dict(), "meta": dict(meta or {})}, tmp)
+        write_torch({"swag": swag.state_dict(), "meta": dict(meta or {})}, tmp)
     return path
 
 
@@ -214,13 +214,17 @@ def load_swag(path: str | os.PathLike) -> tuple[SWAG, dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         raise NotFoundError(f"{path}: no such SWAG file")
-    try:
-        stored = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        raise FileFormatError(f"{path}: not a readable SWAG file ({e})") from e
+    fix = "rerun fastloss swag collect, or pass another SWAG file"
+    stored = read_torch(path, "SWAG file", fix)
     if not isinstance(stored, dict) or "swag" not in stored:
         raise FileFormatError(f"{path}: not a SWAG file (written by fastloss swag collect)")
     try:
-        return SWAG.from_state_dict(stored["swag"]), dict(stored.get("meta") or {})
+        swag = SWAG.from_state_dict(stored["swag"])
     except DataError as e:
         raise FileFormatError(f"{path}: {e}") from e
+    moments = [*swag.mean.values(), swag.sq_mean, *swag.deviations]
+    if not all(bool(torch.isfinite(t).all()) for t in moments):
+        raise FileFormatError(
+            f"{path}: holds NaN or inf weights (the training it collected diverged); {fix}"
+        )
+    return swag, dict(stored.get("meta") or {})

@@ -9,24 +9,53 @@ its temporary file behind; `remove_stale_temporaries` deletes those.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import time
 import uuid
 from collections.abc import Iterator
 
-from fastloss.errors import NotFoundError, OutputExistsError
+from fastloss.errors import FastlossError, NotFoundError, OutputExistsError, OutputWriteError
+
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def check_output_path(path: str | os.PathLike, overwrite: bool) -> None:
-    """Fail before any work when ``path`` cannot be written: its folder is missing, or it
-    exists and ``overwrite`` is False."""
+    """Fail before any work when ``path`` cannot be written: its folder is missing or
+    read-only, or it exists and ``overwrite`` is False."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise NotFoundError(f"folder {folder} does not exist")
+        raise NotFoundError(
+            f"folder {folder} does not exist; create it or choose another output path"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputWriteError(
+            f"folder {folder} is not writable; choose another output path or fix its permissions"
+        )
     if os.path.exists(path) and not overwrite:
         raise OutputExistsError(f"{path} exists; pass overwrite=True to replace it")
+
+
+@contextlib.contextmanager
+def write_errors(path: str | os.PathLike, note: str = "") -> Iterator[None]:
+    """Raise an ``OSError`` of the block that the user can fix (a full disk, no permission)
+    as `OutputWriteError` naming ``path``, with ``note`` after the advice."""
+    try:
+        yield
+    except OSError as e:
+        if isinstance(e, FastlossError):
+            raise
+        text = str(e)
+        if e.errno in _FULL or "No space left on device" in text or "errno = 28" in text:
+            problem, fix = "the disk is full", "free some space or choose another output folder"
+        elif e.errno in _DENIED or "Permission denied" in text or "Read-only file system" in text:
+            problem, fix = "permission denied", "choose another folder or fix its permissions"
+        else:
+            raise
+        raise OutputWriteError(f"cannot write {os.fspath(path)}: {problem}; {fix}{note}") from e
 
 
 def temporary_path(path: str, keep_suffix: bool = False) -> str:
@@ -49,12 +78,13 @@ def atomic_output(
     check_output_path(path, overwrite)
     tmp = temporary_path(path, keep_suffix)
     try:
-        yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with write_errors(path):
+            yield tmp
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         if overwrite:
             os.replace(tmp, path)
         else:
@@ -102,7 +132,11 @@ def remove_stale_temporaries(path: str | os.PathLike, min_age_s: float = 60.0) -
     suffix = re.escape(os.path.splitext(base)[1])
     pattern = re.compile(re.escape(f".{base}.") + rf"[0-9a-f]{{12}}\.tmp({suffix})?")
     now = time.time()
-    for name in os.listdir(folder):
+    try:
+        names = os.listdir(folder)
+    except OSError:  # no folder (the writer says so) or not readable: nothing of ours there
+        return
+    for name in names:
         if not pattern.fullmatch(name):
             continue
         tmp = os.path.join(folder, name)

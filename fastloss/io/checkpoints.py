@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import pickle
-import zipfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from fastloss.errors import (
     FileFormatError,
     NotFoundError,
 )
-from fastloss.io.atomic import atomic_output
+from fastloss.io.atomic import atomic_output, write_errors
 
 META_KEY = "__fastloss_meta__"
 SAFETENSORS_META_KEY = "fastloss"
@@ -121,11 +121,12 @@ def save_checkpoint(
     state = _tensor_state(model_or_state_dict)
     _check_finite(state, "save_checkpoint", ArgumentError)
     meta_json = _meta_json(model_or_state_dict, meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path, overwrite) as tmp:
         if fmt == "torch":
             meta_tensor = torch.frombuffer(bytearray(meta_json.encode()), dtype=torch.uint8)
-            torch.save({**state, META_KEY: meta_tensor}, tmp)
+            write_torch({**state, META_KEY: meta_tensor}, tmp)
         else:
             from safetensors.torch import save_file
 
@@ -145,30 +146,53 @@ def _sniff(path: Path) -> str:
 
 
 def _reason(e: Exception) -> str:
-    """The useful line of torch's weights_only error, without its advice to unpickle."""
+    """The useful sentence of torch's error, without its advice to unpickle anyway."""
     text = str(e)
     if "WeightsUnpickler error:" in text:
         text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0]
-    return " ".join(text.split())
+    text = " ".join(text.split()).split(". ")[0].rstrip(".")
+    return text or type(e).__name__
 
 
-def _load_torch(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def read_torch(path: Path, what: str, fix: str, objects_fix: str | None = None) -> Any:
+    """``torch.load(path, weights_only=True)`` onto the CPU. A file it cannot read raises
+    `FileFormatError` naming ``path``, ``what`` it should be and the ``fix``; so does one
+    holding Python objects besides tensors (never unpickled), with ``objects_fix``."""
+    if path.stat().st_size == 0:
+        raise FileFormatError(f"{path}: empty file (0 bytes), not a {what}; {fix}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # damaged headers warn of unknown pickle protocols
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "Unsupported global" in str(e):  # a class weights_only refuses, not damage
             raise FileFormatError(
-                f"{path}: holds Python objects besides tensors, which fastloss does not unpickle "
-                "(weights_only=True); re-save it as a plain state_dict: "
-                "torch.save(model.state_dict(), path)"
+                f"{path}: holds Python objects besides tensors ({_reason(e)}), which fastloss "
+                f"never unpickles (weights_only=True); {objects_fix or fix}"
             ) from e
         raise FileFormatError(
-            f"{path}: not a readable torch checkpoint, corrupt or truncated ({_reason(e)})"
+            f"{path}: not a readable {what}, corrupt or truncated ({_reason(e)}); {fix}"
         ) from e
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+    except Exception as e:  # torch raises errors of every kind on damaged files
         raise FileFormatError(
-            f"{path}: not a readable torch checkpoint, corrupt or truncated ({e})"
+            f"{path}: not a readable {what}, corrupt or truncated ({_reason(e)}); {fix}"
         ) from e
+
+
+def write_torch(obj: Any, path: str) -> None:
+    """``torch.save`` through a Python file: a full disk then raises ``OSError`` (ENOSPC),
+    where torch's own writer says "unexpected pos"."""
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def _load_torch(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    obj = read_torch(
+        path,
+        "torch checkpoint",
+        "rerun what wrote it, or pass another checkpoint",
+        "re-save it as a plain state_dict: torch.save(model.state_dict(), path)",
+    )
     if not isinstance(obj, dict):
         raise FileFormatError(f"{path}: expected a dict of tensors, got a {type(obj).__name__}")
     if not all(isinstance(v, Tensor) for v in obj.values()):

@@ -21,10 +21,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from fastloss.errors import ArgumentError, FileFormatError, OutputExistsError
-from fastloss.io.atomic import atomic_output
+from fastloss.io.atomic import atomic_output, write_errors
+from fastloss.io.checkpoints import read_torch, write_torch
 from fastloss.io.settings import MISSING, first_difference
 
 STATE_FORMAT = "fastloss-fit-state/1"
@@ -58,13 +57,9 @@ class FitStore:
     def load_state(self) -> dict[str, Any] | None:
         if not self.state_path.exists():
             return None
-        try:
-            state = torch.load(self.state_path, map_location="cpu", weights_only=True)
-        except Exception as e:  # unpickling errors of every kind: the file is damaged
-            raise FileFormatError(
-                f"{self.state_path}: not a readable fit state ({e}); pass overwrite=True "
-                "to start the fit afresh"
-            ) from e
+        state = read_torch(
+            self.state_path, "fit state", "pass overwrite=True to start the fit afresh"
+        )
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise FileFormatError(
                 f"{self.state_path}: not a fastloss fit state ({STATE_FORMAT}); pass "
@@ -112,9 +107,11 @@ class FitStore:
     ) -> None:
         """Write the snapshot (if asked), then the latest result, then the state.
         ``write_result(path)`` writes the result file, replacing ``path`` atomically."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        with write_errors(self.out):
+            self.out.mkdir(parents=True, exist_ok=True)
+            if snapshot:
+                self.steps.mkdir(exist_ok=True)
         if snapshot:
-            self.steps.mkdir(exist_ok=True)
             write_result(self.snapshot_path(state["step"]))
         write_result(self.result_path)
         record = dict(state)
@@ -122,4 +119,4 @@ class FitStore:
         record["settings"] = json.dumps(state["settings"])
         record["history"] = json.dumps(state["history"])
         with atomic_output(self.state_path, overwrite=True) as tmp:
-            torch.save(record, tmp)
+            write_torch(record, tmp)

@@ -33,7 +33,7 @@ import h5py
 import numpy as np
 
 from fastloss.errors import ArgumentError, FileFormatError, MetricError, OutputExistsError
-from fastloss.io.atomic import remove_stale_temporaries
+from fastloss.io.atomic import remove_stale_temporaries, write_errors
 from fastloss.io.hdf5 import LAYOUT, check_replaceable, get_json, open_h5, put_json
 from fastloss.io.settings import first_difference, json_roundtrip
 from fastloss.io.surface import Surface, atomic_h5_create
@@ -223,15 +223,16 @@ class FramesWriter:
         missing = set(self._metrics) - set(values)
         if missing:
             raise ValueError(f"frame {frame}: missing metrics {sorted(missing)}")
-        for m in self._metrics:
-            self._file[m][frame] = np.asarray(values[m], dtype=np.float64)
-        for k, v in per_frame.items():
-            if k not in _PER_FRAME:
-                raise ValueError(f"unknown per-frame array {k!r}; known: {_PER_FRAME}")
-            self._file[k][frame] = v
-        self._sync()
-        self._file[_GROUP]["done"][frame] = 1
-        self._sync()
+        with write_errors(self.path, "; the frames finished so far are kept, and a rerun resumes"):
+            for m in self._metrics:
+                self._file[m][frame] = np.asarray(values[m], dtype=np.float64)
+            for k, v in per_frame.items():
+                if k not in _PER_FRAME:
+                    raise ValueError(f"unknown per-frame array {k!r}; known: {_PER_FRAME}")
+                self._file[k][frame] = v
+            self._sync()
+            self._file[_GROUP]["done"][frame] = 1
+            self._sync()
         self.done[frame] = True
 
     def _sync(self) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import h5py
 
-from fastloss.errors import SurfaceFileError
+from fastloss.errors import NotFoundError, SurfaceFileError
 from fastloss.io.settings import canonical_json
 
 LAYOUT = "values[i, j] is at (xcoordinates[j], ycoordinates[i])"
@@ -20,7 +20,7 @@ def open_h5(path: str, mode: str) -> h5py.File:
     try:
         return h5py.File(path, mode)
     except FileNotFoundError:
-        raise
+        raise NotFoundError(f"no such file: {path}") from None
     except (OSError, ValueError) as e:
         text = str(e)
         if is_lock_error(e):

@@ -44,7 +44,7 @@ import h5py
 import numpy as np
 
 from fastloss.errors import ArgumentError, MetricError, OutputExistsError, SurfaceFileError
-from fastloss.io.atomic import atomic_output, remove_stale_temporaries
+from fastloss.io.atomic import atomic_output, remove_stale_temporaries, write_errors
 from fastloss.io.hdf5 import (
     LAYOUT,
     LAYOUT_1D,
@@ -66,6 +66,7 @@ _RESERVED = {"xcoordinates", "ycoordinates", _GROUP}
 _SLOT_BYTES = 65536
 _SLOT_HEADER = struct.Struct("<4sQII")  # magic, generation, payload length, crc32
 _SLOT_MAGIC = b"FLv1"
+_RESUMES = "; the points finished so far are kept, and the same command resumes"
 
 
 # --------------------------------------------------------------------------- Surface
@@ -219,7 +220,7 @@ def _read(path: str) -> tuple[Surface, int]:
             return _read_open(f)
         except SurfaceFileError:
             raise
-        except (OSError, KeyError, ValueError, TypeError) as e:
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
             raise SurfaceFileError(
                 f"cannot read {path} as a surface ({type(e).__name__}: {e}); the file may be "
                 "corrupt or not a surface file. It was left untouched."
@@ -481,11 +482,12 @@ class SurfaceWriter:
         order = np.argsort(idx)  # HDF5 point selections are fastest in file order
         idx = idx[order]
         coords = np.stack(np.unravel_index(idx, self.shape), axis=1).astype(np.uint64)
-        for m in self._metrics:
-            _write_points(self._dsets[m], coords, arrays[m][order])
-        self._sync()
-        _write_points(self._done_dset, coords, np.ones(idx.size, dtype=np.uint8))
-        self._sync()
+        with write_errors(self.path, _RESUMES):
+            for m in self._metrics:
+                _write_points(self._dsets[m], coords, arrays[m][order])
+            self._sync()
+            _write_points(self._done_dset, coords, np.ones(idx.size, dtype=np.uint8))
+            self._sync()
         assert self._surface.done is not None
         for m in self._metrics:
             self._surface.values[m].reshape(-1)[idx] = arrays[m][order]
@@ -561,8 +563,9 @@ class SurfaceWriter:
         head = _SLOT_HEADER.pack(_SLOT_MAGIC, gen, len(payload), 0)[:-4]
         crc = zlib.crc32(head + payload)
         record = np.frombuffer(head + struct.pack("<I", crc) + payload, dtype=np.uint8)
-        self._live_dset[gen % 2, : record.size] = record
-        self._sync()
+        with write_errors(self.path, _RESUMES):
+            self._live_dset[gen % 2, : record.size] = record
+            self._sync()
         self._live_gen = gen
 
 

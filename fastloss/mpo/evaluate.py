@@ -21,6 +21,7 @@ from torch import nn
 from fastloss.core import Grid
 from fastloss.data import num_classes
 from fastloss.engine import as_tensors
+from fastloss.engine.sharding import barrier, world
 from fastloss.errors import ArgumentError, OutputExistsError
 from fastloss.io import Surface
 from fastloss.mpo.patterns import Pattern
@@ -122,6 +123,7 @@ def evaluate_pattern(
     surface = Surface(
         surface.x, surface.y, surface.values, None, surface.attrs, surface.markers, surface.settings
     )
-    if out is not None:
+    if out is not None and world()[0] == 0:  # in a process group, rank 0 writes
         surface.save(out, overwrite=overwrite)
+    barrier()
     return surface, scores

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fastloss.core import Grid, Subspace, affine_coords
+from fastloss.core import Grid, GridPoints, Subspace
 from fastloss.engine import (
     LossMetrics,
     MemorySink,
@@ -28,7 +28,7 @@ from fastloss.engine import (
     shard_folder,
     world,
 )
-from fastloss.engine.sharding import barrier, from_rank0
+from fastloss.engine.sharding import barrier, open_on_rank0
 from fastloss.errors import ArgumentError, OutputExistsError
 from fastloss.io import Surface, SurfaceWriter
 from fastloss.io.hashing import tensor_digest
@@ -38,19 +38,17 @@ from fastloss.ops.losses import Loss, PerSample, resolve_loss
 
 def grid_points(
     subspace: Subspace, grid: Grid | Tensor
-) -> tuple[Tensor, np.ndarray, np.ndarray | None]:
-    """(coords [K, J], x axis, y axis or None) of a `Grid`, or of explicit coordinates
-    ``[K, J]`` (then the x axis is 0 … K − 1)."""
+) -> tuple[Tensor | GridPoints, np.ndarray, np.ndarray | None]:
+    """(coords [K, J], x axis, y axis or None) of a `Grid` (its `GridPoints`, made a chunk
+    at a time), or of explicit coordinates ``[K, J]`` (then the x axis is 0 … K − 1)."""
     if isinstance(grid, Grid):
-        xs, ys = grid.axes()
-        plane = grid.coords()
-        coords = affine_coords(plane)
-        if coords.shape[1] != subspace.J:
+        points = GridPoints(grid)
+        if points.shape[1] != subspace.J:
             raise ArgumentError(
-                f"a {plane.shape[1]}-D grid needs a subspace with J = "
-                f"{coords.shape[1]} basis points; this one has J = {subspace.J}"
+                f"a {points.shape[1] - 1}-D grid needs a subspace with J = "
+                f"{points.shape[1]} basis points; this one has J = {subspace.J}"
             )
-        return coords, xs.numpy(), None if ys is None else ys.numpy()
+        return points, points.xs.numpy(), None if points.ys is None else points.ys.numpy()
     coords = torch.as_tensor(grid, dtype=torch.float64)
     if coords.dim() != 2 or coords.shape[1] != subspace.J:
         raise ArgumentError(
@@ -89,18 +87,13 @@ def evaluate(
     refused unless ``overwrite``. ``dtype=torch.bfloat16`` evaluates in bf16 with float32
     accumulation and loss. ``batch_size``: see `fastloss.engine.prepare`. In a process group
     (``torchrun``; `fastloss.engine.sharding`) the processes share the points and rank 0
-    writes ``out``, which is then required; its timings are rank 0's share's.
+    writes ``out``; every process returns the whole surface. The returned surface's
+    ``attrs["evaluated"]`` counts the points this call evaluated (fewer when it resumed).
     """
     spec = resolve_loss(loss)
     splits = collect_splits(spec, train=train, test=test)
     metrics = check_metrics(metrics, spec)
     coords, xs, ys = grid_points(subspace, grid)
-    processes = world()[1]
-    if processes > 1 and out is None:
-        raise ArgumentError(
-            f"under torchrun ({processes} processes) evaluate needs out=, the file that rank 0 "
-            "merges every process's points into"
-        )
     if out is not None and not resume and not overwrite and os.path.exists(out):
         raise OutputExistsError(
             f"{out} exists; pass resume=True to continue it or overwrite=True to start afresh"
@@ -125,7 +118,7 @@ def evaluate(
         sink = MemorySink(coords.shape[0])
         info = run(ev, coords, reducer, sink, progress=progress, points_per_chunk=points_per_chunk)
         shape = (len(xs),) if ys is None else (len(ys), len(xs))
-        attrs.update(_timings(info))
+        attrs.update(_timings(info), evaluated=info.evaluated)
         return Surface(
             xs,
             ys,
@@ -139,7 +132,7 @@ def evaluate(
     def open_writer() -> SurfaceWriter:
         return SurfaceWriter(out, xs, ys, value_names, settings, attrs, markers, overwrite)
 
-    if processes > 1:
+    if world()[1] > 1:
         key = tensor_digest([], prefix=json.dumps(settings, sort_keys=True, default=str))
         options = dict(progress=progress, points_per_chunk=points_per_chunk)
         return _evaluate_sharded(ev, coords, reducer, out, open_writer, key, **options)
@@ -147,37 +140,28 @@ def evaluate(
         info = run(
             ev, coords, reducer, writer, progress=progress, points_per_chunk=points_per_chunk
         )
-        writer.update_attrs(**_timings(info))
-        return writer.surface()
+        if info.evaluated:  # a rerun of a finished file keeps the timings of the run that made it
+            writer.update_attrs(**_timings(info))
+        surface = writer.surface()
+    surface.attrs["evaluated"] = info.evaluated
+    return surface
 
 
 def _evaluate_sharded(ev, coords, reducer, out, open_writer, key, progress, points_per_chunk):
-    """`evaluate`'s file path in a process group: every process past its checks before rank
-    0 opens ``out`` (a refusal there is raised on every process); the points shared out
-    (`ShardedSink`, shards of the settings ``key``); then the merged file read back by every
-    process."""
-    rank = world()[0]
-    barrier()
-    writer, refusal = None, None
-    if rank == 0:
-        try:
-            writer = open_writer()
-        except Exception as error:  # raised here, and named on the other processes
-            refusal = error
-    message = from_rank0(None if refusal is None else f"{type(refusal).__name__}: {refusal}")
-    if refusal is not None:
-        raise refusal
-    if message is not None:
-        raise ArgumentError(f"rank 0 could not open {out}: {message}")
+    """`evaluate`'s file path in a process group: rank 0 opens ``out`` (`open_on_rank0`), the
+    points are shared out (`ShardedSink`, shards of the settings ``key``), then every
+    process reads the merged file back."""
+    writer = open_on_rank0(open_writer, out)
     sink = ShardedSink(writer, shard_folder(out), key)
     with writer if writer is not None else contextlib.nullcontext():
-        shown = progress and rank == 0
-        info = run(ev, coords, reducer, sink, progress=shown, points_per_chunk=points_per_chunk)
+        info = run(ev, coords, reducer, sink, progress=progress, points_per_chunk=points_per_chunk)
         sink.finish()
-        if writer is not None:
+        if writer is not None and info.evaluated:
             writer.update_attrs(**_timings(info))
     barrier()
-    return Surface.load(out)
+    surface = Surface.load(out)
+    surface.attrs["evaluated"] = info.evaluated
+    return surface
 
 
 def _timings(info) -> dict[str, float | int]:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from fastloss.data import Dataset
+from fastloss.engine import check_batch_size
 from fastloss.errors import ArgumentError
 from fastloss.training import train
 from fastloss.variational.model import check_variational, kl
@@ -42,6 +43,7 @@ def train_vnet(
         raise ArgumentError(
             f"need kl_weight >= 0 and warmup_epochs >= 0, got {kl_weight}, {warmup_epochs}"
         )
+    check_batch_size(batch_size)
     n = len(train_data[1])
     steps_per_epoch = -(-n // batch_size)
     warmup_steps = warmup_epochs * steps_per_epoch

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastloss.errors import ArgumentError
 from fastloss.io import Surface
+from fastloss.io.atomic import check_output_path, write_errors
 from fastloss.viz.curves import plot_curve_plane
 from fastloss.viz.surfaces import KINDS, PLOTTERS, plot_profile
 
@@ -26,6 +27,8 @@ def plot_file(
     path written."""
     if kind not in KINDS:
         raise ArgumentError(f"unknown kind {kind!r}; choose from {list(KINDS)}")
+    if out is not None:
+        check_output_path(out, overwrite=True)
     surface = Surface.load(path)
     names = [m.strip() for m in metric.split(",") if m.strip()]
     for name in names:
@@ -43,5 +46,6 @@ def plot_file(
             fig = PLOTTERS[kind](surface, names[0], **kwargs)
     if out is None:
         out = f"{os.path.splitext(os.fspath(path))[0]}_{'+'.join(names)}_{kind}.png"
-    fig.savefig(out, dpi=dpi)
+    with write_errors(out):
+        fig.savefig(out, dpi=dpi)
     return os.fspath(out)

@@ -25,7 +25,7 @@ from torch import nn
 from fastloss.core import Grid
 from fastloss.curves import Snapshot, evaluate_frames
 from fastloss.curves.snapshots import SnapshotsLike
-from fastloss.engine import progress_bar
+from fastloss.engine import progress_bar, world
 from fastloss.errors import ArgumentError
 from fastloss.io import Frames
 from fastloss.io.atomic import atomic_output
@@ -226,7 +226,7 @@ def make_video(
         overwrite=overwrite,
         progress=progress,
     )
-    if mp4 is not None or gif is not None:
+    if (mp4 is not None or gif is not None) and world()[0] == 0:  # rank 0 of a group draws
         start = time.perf_counter()
         result.update(render_video(frames, mp4, gif, metric, fps, size, dpi, progress=progress))
         result["seconds_rendering"] = time.perf_counter() - start

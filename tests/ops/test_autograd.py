@@ -36,7 +36,11 @@ def test_subspace_linear_gradcheck(device, shared, with_bias):
 @pytest.mark.parametrize(
     "spatial,groups,stride,padding,dilation", [(2, 1, 1, 1, 1), (2, 2, 2, 0, 1), (1, 2, 1, 2, 2)]
 )
-def test_subspace_conv_gradcheck(device, shared, spatial, groups, stride, padding, dilation):
+@pytest.mark.parametrize("path", ["auto", "grouped"])  # the per-point forward's two paths
+def test_subspace_conv_gradcheck(
+    device, shared, spatial, groups, stride, padding, dilation, path, monkeypatch
+):
+    monkeypatch.setenv("FASTLOSS_CONV_PER_POINT", path)
     K, J, B, Ci, Co = 2, 3, 2, 4, 4
     size = [6, 5][:spatial]
     x = _leaf(B, Ci, *size, device=device) if shared else _leaf(K, B, Ci, *size, device=device)

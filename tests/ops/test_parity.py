@@ -104,6 +104,44 @@ def test_subspace_conv(device, dtype, case, shared, with_bias, K, J):
 
 
 @pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("path", ["grouped", "loop"])
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_subspace_conv_per_point_paths(device, path, case, dtype, monkeypatch):
+    """Both per-point paths on every device (``$FASTLOSS_CONV_PER_POINT``): one grouped
+    convolution over the points (the GPU's default) and one convolution per point (the
+    CPU's), on contiguous and channels-last inputs, with and without bias."""
+    monkeypatch.setenv("FASTLOSS_CONV_PER_POINT", path)
+    spatial, Ci, Co, k, stride, padding, dilation, groups = case
+    K, J, B, size = 5, 3, 3, [9, 8][:spatial]
+    conv = ops.subspace_conv2d if spatial == 2 else ops.subspace_conv1d
+    weight = tensor(J, Co, Ci // groups, *([k] * spatial), dtype=dtype, device=device)
+    coords = _coords(K, J, dtype, device)
+    x = tensor(K, B, Ci, *size, dtype=dtype, device=device)
+    if spatial == 2:  # as the layers before hand it on: channels-last per point
+        x = x.view(K * B, Ci, *size).to(memory_format=torch.channels_last).view(x.shape)
+    for bias in (tensor(J, Co, dtype=dtype, device=device), None):
+        out = conv(x, weight, bias, coords, stride, padding, dilation, groups)
+        ref = reference.subspace_conv(
+            *_ref_inputs(x, weight, bias, coords),
+            [stride] * spatial,
+            [padding] * spatial,
+            [dilation] * spatial,
+            groups,
+        )
+        assert out.shape == ref.shape
+        assert_matches(out, ref, dtype)
+
+
+def test_an_unknown_per_point_conv_path_is_refused(monkeypatch):
+    monkeypatch.setenv("FASTLOSS_CONV_PER_POINT", "fast")
+    like = dict(dtype=torch.float32, device="cpu")
+    x, weight = tensor(2, 1, 3, 5, 5, **like), tensor(1, 4, 3, 3, 3, **like)
+    with pytest.raises(RuntimeError, match="must be auto, grouped or loop"):
+        ops.subspace_conv2d(x, weight, None, torch.ones(2, 1))
+
+
+@pytest.mark.parametrize("device", devices)
 def test_subspace_conv_noncontiguous_channels_last(device):
     K, J, B = 3, 2, 4
     x = tensor(K * B, 3, 7, 7, dtype=torch.float32, device=device)
