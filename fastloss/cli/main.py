@@ -22,7 +22,7 @@ from fastloss.cli import (
     vnet,
 )
 from fastloss.cli.options import as_flags
-from fastloss.engine import init_from_environment, keep_freed_memory, world
+from fastloss.engine import init_from_environment, keep_freed_memory, leave, world
 from fastloss.errors import ArgumentError, FastlossError
 
 GROUPS = (info, train, surfaces, profile, plot, demo, curve, mpo, ensembles, vnet, video)
@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `fastloss ... | head`: the reader left; results are written
         _silence_stdout()
         return 141  # 128 + SIGPIPE, as a shell reports it
+    finally:
+        leave()  # under torchrun: before Python's shutdown, which a gloo group can abort
 
 
 def _silence_stdout() -> None:

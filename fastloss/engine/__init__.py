@@ -40,7 +40,13 @@ from fastloss.engine.reducers import (
     check_metrics,
 )
 from fastloss.engine.serial import evaluate_serial
-from fastloss.engine.sharding import ShardedSink, init_from_environment, shard_folder, world
+from fastloss.engine.sharding import (
+    ShardedSink,
+    init_from_environment,
+    leave,
+    shard_folder,
+    world,
+)
 from fastloss.engine.sinks import MemorySink, Sink
 from fastloss.engine.tiles import CPU_TILE_BYTES, largest_activation_bytes, plan_tiles
 
@@ -71,6 +77,7 @@ __all__ = [
     "evaluate_chunk",
     "evaluate_serial",
     "init_from_environment",
+    "leave",
     "has_batch_norm",
     "keep_freed_memory",
     "largest_activation_bytes",

@@ -24,7 +24,7 @@ import datetime
 import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -62,6 +62,16 @@ def init_from_environment() -> bool:
         with collective():
             dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
     return True
+
+
+def leave() -> None:
+    """Leave the process group, if in one. Called before the process exits: a gloo group
+    left to the interpreter's shutdown can abort the process (SIGABRT) when its worker
+    threads free tensors after Python is gone, which fails the job in torchrun."""
+    if dist.is_available() and dist.is_initialized():
+        # a group broken by a lost process raises here: exiting is all that is left to do
+        with suppress(RuntimeError):
+            dist.destroy_process_group()
 
 
 @contextmanager

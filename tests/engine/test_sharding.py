@@ -75,6 +75,12 @@ def _launch(*args, cwd, timeout="120", nodes=None):
     )
 
 
+def _told(stderr: str) -> str:
+    """A failed job's stderr for the assertion message: the processes' own lines come first,
+    torchrun's traceback last."""
+    return stderr if len(stderr) < 4000 else f"{stderr[:2500]}\n...\n{stderr[-1500:]}"
+
+
 def _torchrun(*args, cwd, **options):
     job = _launch(*args, cwd=cwd, **options)
     out, err = job.communicate(timeout=300)
@@ -85,7 +91,7 @@ def _alone(*args, cwd):
     """The command as one process, with the threads per process torchrun gives."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(["fastloss", *args], cwd=cwd, capture_output=True, text=True, env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 0, _told(result.stderr)
     return result
 
 
@@ -141,7 +147,7 @@ def test_plane_under_torchrun_equals_the_one_process_file(runs, tmp_path):
     # went through BLAS split another way)
     _alone(*PLANE, "--quiet", "--out", str(tmp_path / "one.h5"), cwd=runs)
     result = _torchrun(*PLANE, "--quiet", "--out", str(tmp_path / "two.h5"), cwd=runs)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 0, _told(result.stderr)
     assert result.stdout.count("points in") == 1  # rank 0 reports
     assert_same_file(tmp_path / "one.h5", tmp_path / "two.h5")
     with h5py.File(tmp_path / "two.h5") as f:
@@ -173,7 +179,7 @@ def test_commands_under_torchrun_equal_the_one_process_files(runs, tmp_path, nam
             _alone(*command, cwd=runs)
         else:
             ran = _torchrun(*command, cwd=runs)
-            assert ran.returncode == 0, ran.stderr[-2000:]
+            assert ran.returncode == 0, _told(ran.stderr)
             assert "Traceback" not in ran.stderr
         written[how] = sorted(p.name[len(how) :] for p in tmp_path.glob(f"{how}*"))
         assert result.exists()
@@ -190,7 +196,7 @@ def test_two_nodes_write_the_one_process_file(runs, tmp_path):
     nodes = [_launch(*args, cwd=runs, nodes=(rank, port)) for rank in (0, 1)]
     for node in nodes:
         _, err = node.communicate(timeout=300)
-        assert node.returncode == 0, err[-2000:]
+        assert node.returncode == 0, _told(err)
     assert_same_file(tmp_path / "one.h5", tmp_path / "two.h5")
 
 
@@ -261,7 +267,7 @@ def test_a_killed_or_stalled_process_and_the_reruns_that_finish_the_job(runs, tm
 
     # the rerun evaluates only the missing points, into the file a one-process run writes
     finished = _torchrun(*args, cwd=runs)
-    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert finished.returncode == 0, _told(finished.stderr)
     assert "were done already" in finished.stdout
     _alone(*args[:-1], str(tmp_path / "one.h5"), cwd=runs)
     assert_same_file(tmp_path / "one.h5", out)
@@ -280,7 +286,7 @@ def test_a_second_job_on_the_same_output_refuses_and_the_first_finishes(runs, tm
     assert second.returncode == 2 and "locked by another process" in second.stderr
     assert len(second.stderr.strip().splitlines()) == 1
     _, err = first.communicate(timeout=300)
-    assert first.returncode == 0, err[-2000:]
+    assert first.returncode == 0, _told(err)
     done, total = _done(tmp_path / "s.h5")
     assert done == total
 
