@@ -274,18 +274,33 @@ def test_a_killed_or_stalled_process_and_the_reruns_that_finish_the_job(runs, tm
     assert not shard_folder(out).exists()
 
 
+def _holds_open(pid: int, path) -> bool:
+    """Whether process ``pid`` has ``path`` open (read from /proc: probing the file's
+    lock ourselves could make the writer's own open fail)."""
+    folder = Path(f"/proc/{pid}/fd")
+    try:
+        return any(os.readlink(fd) == str(path) for fd in folder.iterdir())
+    except (FileNotFoundError, ProcessLookupError):  # a descriptor closed as we looked
+        return False
+
+
 def test_a_second_job_on_the_same_output_refuses_and_the_first_finishes(runs, tmp_path):
-    args = ["plane", "n0.pt", "n1.pt", "n2.pt", *DATA, "--x=-1:2:400", "--y=-1:2:300"]
+    args = ["plane", "n0.pt", "n1.pt", "n2.pt", *DATA, "--x=-1:2:200", "--y=-1:2:150"]
     args += ["--quiet", "--out", str(tmp_path / "s.h5")]
     first = subprocess.Popen(["fastloss", *args], cwd=runs, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not (tmp_path / "s.h5").exists():
+    while not _holds_open(first.pid, tmp_path / "s.h5"):
         assert first.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    second = subprocess.run(["fastloss", *args], cwd=runs, capture_output=True, text=True)
+        time.sleep(0.01)
+    # the first job is writing; stopped, it holds the file however slow the machine is
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        second = subprocess.run(["fastloss", *args], cwd=runs, capture_output=True, text=True)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     assert second.returncode == 2 and "locked by another process" in second.stderr
     assert len(second.stderr.strip().splitlines()) == 1
-    _, err = first.communicate(timeout=300)
+    _, err = first.communicate(timeout=600)
     assert first.returncode == 0, _told(err)
     done, total = _done(tmp_path / "s.h5")
     assert done == total
