@@ -25,7 +25,7 @@ from fastloss.curves import (
 from fastloss.data import load_data
 from fastloss.ensembles import SWAG, evaluate_ensemble, fge, optima_width, train_swa
 from fastloss.errors import FastlossError
-from fastloss.io import CurveResult, Surface, load_checkpoint, save_checkpoint
+from fastloss.io import CurveResult, Surface, export_vtk, load_checkpoint, save_checkpoint
 from fastloss.models import build_from_checkpoint, build_model
 from fastloss.mpo import (
     builtin_pattern,
@@ -68,6 +68,7 @@ __all__ = [
     "evaluate_curve_plane",
     "evaluate_ensemble",
     "evaluate_pattern",
+    "export_vtk",
     "fge",
     "fit_curve",
     "fit_pattern",

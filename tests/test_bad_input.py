@@ -51,7 +51,6 @@ class RunsCode:
 
 DATA = "--data $root/data.npz"
 XY = "--x 0:1:2 --y 0:1:2"
-NO_QUIET = ("plot", "profile")
 
 
 def run(command: str) -> None:
@@ -168,13 +167,13 @@ def checksums(*folders: Path) -> dict[str, str]:
 
 def command_line(command: str, corpus: Path, tmp_path: Path, **names: str) -> list[str]:
     """``command`` with its ``$`` names filled in (``names`` may use ``$root``, ``$out``),
-    and ``--quiet`` where the command has it."""
+    and ``--quiet``."""
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
     values = {"root": str(corpus), "out": str(out), "missing": str(tmp_path / "missing")}
     values.update({k: Template(v).substitute(values) for k, v in names.items()})
     argv = [Template(a).substitute(values) for a in command.split()]
-    return argv + ["--quiet"] * (argv[0] not in NO_QUIET)
+    return [*argv, "--quiet"]
 
 
 def one_line_error(argv: list[str], capsys) -> str:
@@ -278,6 +277,12 @@ READS_HDF5 = {
     "plot-line": ("line", INPUT, "plot $h5 --out $out/p.png"),
     "plot-curve-eval": ("curve", INPUT, "plot $h5 --out $out/p.png"),
     "video-render": ("frames", INPUT, "video $h5 --out $out/v.mp4"),
+    "view": ("plane", INPUT, "view $h5 --out $out/p.html"),
+    "view-curve-eval": ("curve", INPUT, "view $h5 --out $out/p.html"),
+    "view-frames": ("frames", INPUT, "view $h5 --out $out/p.html"),
+    "view-ensemble": ("ensemble", INPUT, "view $h5 --out $out/p.html"),
+    "export": ("plane", INPUT, "export $h5 --vtk $out/p.vts"),
+    "export-frame": ("frames", INPUT, "export $h5 --frame 0 --vtk $out/p.vtu"),
     "resume-plane": ("plane", RESUMED, f"plane {M3} {DATA} {XY} --out $h5"),
     "resume-line": ("line", RESUMED, f"line $root/m0.pt $root/m1.pt {DATA} --x 0:1:3 --out $h5"),
     "resume-curve-plane": ("curveplane", RESUMED, f"curve plane {CURVE} {DATA} {XY} --out $h5"),
@@ -319,6 +324,8 @@ WRITES = {
     "ensemble": f"ensemble eval $root/m0.pt $root/m1.pt {DATA} --out $missing/e.h5",
     "swag-predict": f"swag predict $root/swag/swag.pt {DATA} --samples 2 --out $missing/p.h5",
     "plot": "plot $root/plane.h5 --out $missing/p.png",
+    "view": "view $root/plane.h5 --out $missing/p.html",
+    "export": "export $root/plane.h5 --vtk $missing/p.vts",
     "video": "video $root/video.frames.h5 --out $missing/v.mp4",
     "video-gif": "video $root/video.frames.h5 --out $out/v.mp4 --gif $missing/v.gif",
 }

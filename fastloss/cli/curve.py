@@ -21,6 +21,8 @@ from fastloss.cli.options import (
     command,
     load_data_from,
     print_ranges,
+    ranges,
+    report,
     reports,
     run_options,
 )
@@ -121,7 +123,6 @@ def _register_fit(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="replace a fit made with other settings"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     command(p, _fit)
 
 
@@ -180,6 +181,22 @@ def _fit(args: argparse.Namespace) -> int:
     print(
         f"  final train loss {history['train_loss']:.4f}, accuracy {history['train_acc']:.2f}% "
         "(last epoch, mean over t ~ U[0, 1])"
+    )
+    report(
+        args,
+        out=args.out,
+        files=[out / "curve.pt", out / "state.pt"],
+        curve=out / "curve.pt",
+        snapshots=out / "steps",
+        kind=fitted.kind,
+        bends=fitted.bends,
+        epochs=args.epochs,
+        steps=history["steps"],
+        seconds=history["seconds"],
+        already_finished=history["already_finished"],
+        resumed_from=resumed,
+        train_loss=history["train_loss"],
+        train_acc=history["train_acc"],
     )
     return 0
 
@@ -250,6 +267,17 @@ def _eval(args: argparse.Namespace) -> int:
     )
     print(result.format_summary())
     print("figures: " + ", ".join(figures))
+    report(
+        args,
+        out=args.out,
+        files=[args.out, *figures],
+        curve=args.curve,
+        kind=curve.kind,
+        bends=curve.J - 2,
+        points=args.points,
+        seconds=seconds,
+        metrics={name: result.summary(name) for name in result.values},
+    )
     return 0
 
 
@@ -306,6 +334,20 @@ def _plane(args: argparse.Namespace) -> int:
     print_ranges(surface)
     plot_curve_plane(surface, metric=args.metric).savefig(figure, dpi=150)
     print(f"figure: {figure}")
+    report(
+        args,
+        out=args.out,
+        files=[args.out, figure],
+        points=points,
+        evaluated=int(surface.attrs["evaluated"]),
+        seconds=seconds,
+        points_per_second=int(surface.attrs["evaluated"]) / seconds,
+        x=x,
+        y=y,
+        plane=stored["plane"],
+        residual=stored.get("residual"),
+        metrics=ranges(surface),
+    )
     return 0
 
 

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from fastloss.cli.options import command
+from fastloss.cli.options import command, ranges, report
 from fastloss.core import Grid, Plane
 from fastloss.data import load_builtin
 from fastloss.io import Surface, save_checkpoint
@@ -62,10 +62,11 @@ def run_demo(
     os.makedirs(out_dir, exist_ok=True)
     train_data, test_data = load_builtin("mnist1d")
     print(f"MNIST-1D: {len(train_data[1])} train / {len(test_data[1])} test samples")
-    nets = []
+    nets, paths = [], []
     for seed in SEEDS:
         model, path, how = _network(out_dir, seed, train_data, test_data, epochs, device, progress)
         nets.append(model)
+        paths.append(path)
         print(f"  network {seed + 1}: {path} ({how})")
     plane = Plane.through(*nets)
     a, b = plane.info["markers"]["w3"]  # type: ignore[index]
@@ -99,7 +100,20 @@ def run_demo(
         f"done in {time.perf_counter() - start:.0f} s; open the figures, or "
         f"`fastloss plot {surface_path} --out fig.png --metric test_loss`"
     )
-    return {"surface": surface_path, "figures": figures, "seconds": seconds}
+    return {
+        "out": out_dir,
+        "files": [*paths, surface_path, *figures],
+        "networks": paths,
+        "surface": surface_path,
+        "figures": figures,
+        "points": points,
+        "samples": samples,
+        "evaluated": 0 if finished_before else points,
+        "seconds": seconds,
+        "points_per_second": None if finished_before else points / seconds,
+        "metrics": ranges(surface),
+        "total_seconds": time.perf_counter() - start,
+    }
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -114,16 +128,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--resolution", type=int, default=41, help="grid points per axis")
     p.add_argument("--epochs", type=int, default=None, help="training epochs per network")
     p.add_argument("--device", default=None)
-    p.add_argument("--quiet", action="store_true")
     command(p, _demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    run_demo(
+    done = run_demo(
         args.out,
         resolution=args.resolution,
         epochs=args.epochs,
         device=args.device,
         progress=not args.quiet,
     )
+    report(args, **done)
     return 0

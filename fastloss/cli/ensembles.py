@@ -17,6 +17,7 @@ from fastloss.cli.options import (
     check_outputs,
     command,
     load_data_from,
+    report,
     reports,
 )
 from fastloss.data import Dataset, num_classes
@@ -75,7 +76,6 @@ def _add_training_options(p: argparse.ArgumentParser, lr: float) -> None:
 def _add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
 
 def _model_meta(model: nn.Module, data: str, train: Dataset) -> dict[str, Any]:
@@ -212,6 +212,21 @@ def _swa(args: argparse.Namespace) -> int:
     if swag is not None:
         print(f"  SWAG: {swag.n} models, rank {swag.rank}, {swag.sq_mean.numel()} parameters")
     print(f"  wrote {', '.join(str(p) for p in outputs)}")
+    report(
+        args,
+        out=args.out,
+        files=outputs,
+        averaged=result.averaged,
+        epochs=args.epochs,
+        swa_start=swa_start,
+        every=args.every,
+        rate=args.rate,
+        sgd={"acc": s["sgd_acc"], "nll": s["sgd_loss"]},
+        swa={"acc": s["swa_acc"], "nll": s["swa_loss"]},
+        swag=None
+        if swag is None
+        else {"models": swag.n, "rank": swag.rank, "parameters": swag.sq_mean.numel()},
+    )
     return 0
 
 
@@ -246,7 +261,6 @@ def _register_swag_predict(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--out", required=True, help="output HDF5 file")
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     command(p, _swag_predict, sharded=True)
 
 
@@ -283,11 +297,29 @@ def _swag_predict(args: argparse.Namespace) -> int:
         }
     )
     print(f"  reliability diagram: {figure}")
+    report(
+        args,
+        out=args.out,
+        files=[out, figure],
+        samples=args.samples,
+        scale=args.scale,
+        mode=args.mode,
+        models=swag.n,
+        rank=swag.rank,
+        swa=_as_printed(swa.ensemble),
+        ensemble=_as_printed(bma.ensemble),
+        sample_mean=_as_printed(_member_mean(bma)),
+    )
     return 0
 
 
 def _member_mean(result: EnsembleResult) -> dict[str, float]:
     return {k: sum(m[k] for m in result.members) / len(result.members) for k in result.ensemble}
+
+
+def _as_printed(scores: dict[str, float]) -> dict[str, float]:
+    """Scores as the tables print them: accuracy in percent."""
+    return {k: 100 * v if k == "acc" else v for k, v in scores.items()}
 
 
 def _print_table(rows: dict[str, dict[str, float]]) -> None:
@@ -369,6 +401,16 @@ def _fge(args: argparse.Namespace) -> int:
             f"{ens['nll']:12.4f}"
         )
     print(f"  wrote {out / 'fge.h5'}, {out / 'fge.png'} and {len(snapshots)} snapshots")
+    report(
+        args,
+        out=args.out,
+        files=[out / "fge.h5", out / "fge.png", *snapshots],
+        cycles=args.cycles,
+        cycle_epochs=args.cycle_epochs,
+        members=[_as_printed(m) for m in scores.members],
+        cumulative=[_as_printed(c) for c in scores.cumulative],
+        ensemble=_as_printed(scores.ensemble),
+    )
     return 0
 
 
@@ -391,7 +433,6 @@ def _register_ensemble_eval(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--out", required=True, help="output HDF5 file")
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     command(p, _ensemble_eval, sharded=True)
 
 
@@ -426,6 +467,17 @@ def _ensemble_eval(args: argparse.Namespace) -> int:
     print(f"{out}: {len(args.checkpoints)} members on {args.data}")
     _print_table({**rows, "ensemble": result.ensemble})
     print(f"  reliability diagram: {figure}")
+    report(
+        args,
+        out=args.out,
+        files=[out, figure],
+        data=args.data,
+        members=[
+            {"checkpoint": path, **_as_printed(s)}
+            for path, s in zip(args.checkpoints, result.members, strict=True)
+        ],
+        ensemble=_as_printed(result.ensemble),
+    )
     return 0
 
 
@@ -510,4 +562,19 @@ def _width(args: argparse.Namespace) -> int:
             f"{err[:, -1].mean():.2f}% at {args.ray_length:g} (mean of {args.rays})"
         )
     print(f"  wrote {', '.join(str(p) for p in outputs)}")
+    report(
+        args,
+        out=args.out,
+        files=outputs,
+        distance=length,
+        t=args.t,
+        basin=b,
+        rays={
+            name: {
+                "test_err_start": result.rays[name]["test_err"][:, 0].mean(),
+                "test_err_end": result.rays[name]["test_err"][:, -1].mean(),
+            }
+            for name in ("sgd", "swa")
+        },
+    )
     return 0

@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from fastloss.cli.options import command
+from fastloss.cli.options import command, report
 from fastloss.ops import build_info
 from fastloss.version import __version__
 
@@ -52,4 +52,28 @@ def _info(args: argparse.Namespace) -> int:
             )
     else:
         print("cuda     no GPU visible")
+    report(
+        args,
+        version=__version__,
+        python=platform.python_version(),
+        python_executable=sys.executable,
+        torch=torch.__version__,
+        torch_cuda=torch.version.cuda,
+        kernels=built,
+        cpu=platform.processor() or platform.machine(),
+        threads=torch.get_num_threads(),
+        gpus=[_gpu(i) for i in range(torch.cuda.device_count())]
+        if torch.cuda.is_available()
+        else [],
+    )
     return 0
+
+
+def _gpu(i: int) -> dict[str, object]:
+    props = torch.cuda.get_device_properties(i)
+    return {
+        "device": f"cuda:{i}",
+        "name": props.name,
+        "capability": f"sm_{props.major}{props.minor}",
+        "memory_gib": props.total_memory / 2**30,
+    }

@@ -12,6 +12,7 @@ from fastloss.cli import (
     curve,
     demo,
     ensembles,
+    export,
     info,
     mpo,
     plot,
@@ -19,13 +20,28 @@ from fastloss.cli import (
     surfaces,
     train,
     video,
+    view,
     vnet,
 )
-from fastloss.cli.options import as_flags
+from fastloss.cli.options import as_flags, error_object, summary_output, usage_errors_as_json
 from fastloss.engine import init_from_environment, keep_freed_memory, leave, world
 from fastloss.errors import ArgumentError, FastlossError
 
-GROUPS = (info, train, surfaces, profile, plot, demo, curve, mpo, ensembles, vnet, video)
+GROUPS = (
+    info,
+    train,
+    surfaces,
+    profile,
+    plot,
+    view,
+    export,
+    demo,
+    curve,
+    mpo,
+    ensembles,
+    vnet,
+    video,
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -74,7 +90,9 @@ def _join_axis_values(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(_join_axis_values(sys.argv[1:] if argv is None else argv))
+    argv = _join_axis_values(sys.argv[1:] if argv is None else argv)
+    with usage_errors_as_json(argv):
+        args = build_parser().parse_args(argv)
     keep_freed_memory()  # the process is ours: reuse large buffers (fastloss.engine.memory)
     try:
         if init_from_environment():
@@ -85,10 +103,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if world()[0] != 0:  # rank 0 reports; the others' prints would repeat it
                 _silence_stdout()
-        return args.run(args)
+        with summary_output(args):  # --json: one object on stdout, the human lines nowhere
+            return args.run(args)
     except FastlossError as error:
         message = " ".join(as_flags(str(error), args.flags).split())
         print(f"fastloss {args.command}: {message}", file=sys.stderr)
+        error_object(args, message)
         return 2
     except BrokenPipeError:  # `fastloss ... | head`: the reader left; results are written
         _silence_stdout()

@@ -17,6 +17,7 @@ from fastloss.cli.options import (
     command,
     dtype,
     load_data_from,
+    report,
     reports,
 )
 from fastloss.data import num_classes
@@ -138,7 +139,6 @@ def _register_fit(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="replace a fit made with other settings"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     command(p, _fit)
 
 
@@ -200,6 +200,25 @@ def _fit(args: argparse.Namespace) -> int:
             f"gap {last['gap']:.3f}; s = {float(theta.s):.4f}"
         )
     print(f"  next: fastloss mpo eval {out / 'plane.pt'} --out {out / 'surface.h5'}")
+    report(
+        args,
+        out=args.out,
+        files=[out / "plane.pt", out / "state.pt"],
+        plane=out / "plane.pt",
+        snapshots=out / "steps",
+        pattern=pattern.name,
+        cells=[W, H],
+        model=args.model,
+        data=args.data,
+        steps=history["steps"],
+        seconds=history["seconds"],
+        already_finished=history["already_finished"],
+        resumed_from=resumed,
+        s=float(theta.s),
+        last=None
+        if last is None
+        else {k: last[k] for k in ("from_step", "step", "good_acc", "bad_acc", "gap")},
+    )
     return 0
 
 
@@ -230,7 +249,6 @@ def _register_eval(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     command(p, _eval, sharded=True)
 
 
@@ -274,6 +292,18 @@ def _eval(args: argparse.Namespace) -> int:
         figure, dpi=130
     )
     print(f"  figure: {figure}")
+    report(
+        args,
+        out=args.out,
+        files=[args.out, figure],
+        pattern=pattern.name,
+        cells=[W, H],
+        s=float(theta.s),
+        **{
+            split: {k: s[k] for k in ("good_acc", "bad_acc", "gap", "iou", "threshold")}
+            for split, s in scores.items()
+        },
+    )
     return 0
 
 
@@ -329,7 +359,6 @@ def _register_bn_experiment(commands: argparse._SubParsersAction) -> None:
     add_data_options(p, default="digits")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--overwrite", action="store_true", help="redo runs made with other settings")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     command(p, _bn_experiment)
 
 
@@ -379,5 +408,15 @@ def _bn_experiment(args: argparse.Namespace) -> int:
     print(
         f"  table: {out / 'runs.csv'}, {out / 'summary.json'}; figures: {out / 'fig4a.png'}, "
         f"{out / 'fig4b.png'}"
+    )
+    report(
+        args,
+        out=args.out,
+        files=[out / name for name in ("runs.csv", "summary.json", "fig4a.png", "fig4b.png")],
+        runs=len(result["runs"]),
+        ps=ps,
+        seeds=seeds,
+        summary=result["summary"],
+        claim_holds=result["claim_holds"],
     )
     return 0

@@ -1,14 +1,22 @@
-"""What the command groups share: argument types, data and evaluation options, and how a
-library message's API arguments read as this command's flags."""
+"""What the command groups share: argument types, data and evaluation options, every
+command's ``--quiet`` and ``--json`` and its summary (`report`), and how a library message's
+API arguments read as this command's flags."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
+import math
+import os
 import re
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from fastloss.data import Dataset, load_data, subsample
@@ -87,7 +95,7 @@ def add_device_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    """`add_device_options`, dtype, overwrite and quiet: every evaluating command."""
+    """`add_device_options`, dtype and overwrite: every evaluating command."""
     add_device_options(p)
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument(
@@ -95,7 +103,6 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace an existing output made with other settings",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -117,6 +124,14 @@ def print_ranges(surface: Surface) -> None:
         print(f"  {name:10s} min {float(values.min()):.4g}  max {float(values.max()):.4g}")
 
 
+def ranges(surface: Surface) -> dict[str, dict[str, float]]:
+    """Each metric's min and max, as `print_ranges` prints them: `report`'s ``metrics``."""
+    return {
+        name: {"min": float(values.min()), "max": float(values.max())}
+        for name, values in surface.values.items()
+    }
+
+
 def add_eval_options(p: argparse.ArgumentParser) -> None:
     """A grid evaluation to an HDF5 file: data, output, x axis and the run options."""
     add_data_options(p)
@@ -131,19 +146,117 @@ def reports() -> bool:
     return world()[0] == 0
 
 
+OUTPUT_FLAGS = {
+    "--quiet": "no progress bars and no per-epoch or per-step lines (the summary still prints)",
+    "--json": "print the summary as one JSON object on stdout, and nothing else there; no "
+    'progress, as --quiet (an error: {"error": ..., "command": ...}, status 2)',
+}
+
+
 def command(
     p: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int], sharded: bool = False
 ) -> None:
-    """Make ``p`` run ``run``, and remember its flags for `as_flags`. ``sharded``: the command
-    shares its points among the processes of a ``torchrun`` group (`fastloss.engine.sharding`;
-    rank 0 writes and reports); the others refuse to run under torchrun."""
+    """Make ``p`` run ``run``, give it ``--quiet`` and ``--json`` (`summary_output`), and
+    remember its flags for `as_flags`. ``sharded``: the command shares its points among the
+    processes of a ``torchrun`` group (`fastloss.engine.sharding`; rank 0 writes and
+    reports); the others refuse to run under torchrun."""
+    for flag, text in OUTPUT_FLAGS.items():
+        if flag not in p._option_string_actions:  # argparse's table of a parser's options
+            p.add_argument(flag, action="store_true", help=text)
+    name = p.prog.removeprefix("fastloss").strip()
     flags = {}
     for action in p._actions:  # argparse keeps no public list of a parser's options
         longs = [o for o in action.option_strings if o.startswith("--")]
         if longs and action.dest != "help":
             switch = action.nargs == 0 and action.const is True  # a store_true option
             flags[action.dest] = (longs[0], switch)
-    p.set_defaults(run=run, flags=flags, sharded=sharded)
+    p.set_defaults(run=run, flags=flags, sharded=sharded, name=name)
+
+
+# --------------------------------------------------------------------------- the summary
+
+
+def report(args: argparse.Namespace, **figures: Any) -> None:
+    """Record the figures of the command's summary: what ``--json`` prints as one object
+    (`summary_output`), beside ``"command"``. The command prints its human lines as ever
+    (under ``--json`` they go nowhere) and calls this once, or more to add figures.
+
+    Names mean the same in every command: ``out`` (the output given), ``files`` (every file
+    written: outputs, figures, snapshots), ``points`` (evaluated points of the result),
+    ``evaluated`` (those this run evaluated; the rest were done already), ``seconds``,
+    ``points_per_second``, ``metrics`` ({metric: {statistic: value}}: ``min``/``max`` for a
+    surface), scores as ``acc`` (percent, as printed), ``nll``, ``ece``, ``brier``. Values
+    are plain JSON (numpy, tensors and paths converted; NaN and inf as null)."""
+    vars(args).setdefault("reported", {}).update(figures)
+
+
+@contextlib.contextmanager
+def summary_output(args: argparse.Namespace) -> Iterator[None]:
+    """Run the command in this block. Under ``--json``: progress off (as ``--quiet``), the
+    human lines nowhere, and at the end, in the only process or rank 0, the summary the
+    command `report`ed as one JSON line on stdout. An error leaves the block with no line:
+    the caller prints `error_object`."""
+    if not args.json:
+        yield
+        return
+    args.quiet = True
+    with open(os.devnull, "w") as nowhere, contextlib.redirect_stdout(nowhere):
+        yield
+    if reports() and "reported" in vars(args):  # none: interrupted (status 130)
+        print_json({"command": args.name, **args.reported})
+
+
+def error_object(args: argparse.Namespace, message: str) -> None:
+    """Under ``--json``, a failed command's object on stdout (its line is on stderr), from the
+    only process or rank 0."""
+    if args.json and reports():
+        print_json({"error": message, "command": args.name})
+
+
+@contextlib.contextmanager
+def usage_errors_as_json(argv: Sequence[str]) -> Iterator[None]:
+    """Parse the command line in this block: with ``--json`` on it, argparse's one-line
+    error (``fastloss curve eval: the following arguments are required: --out; see ...``)
+    also gives the error object on stdout, before argparse's exit (status 2)."""
+    if "--json" not in argv:
+        yield
+        return
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            yield
+    except SystemExit as e:
+        sys.stderr.write(said.getvalue())
+        if e.code:
+            prog, _, message = said.getvalue().strip().partition(": ")
+            name = prog.removeprefix("fastloss").strip()
+            print_json({"error": message, "command": name})
+        raise
+    sys.stderr.write(said.getvalue())
+
+
+def print_json(obj: Mapping[str, Any]) -> None:
+    print(json.dumps(plain(obj), allow_nan=False), flush=True)
+
+
+def plain(obj: Any) -> Any:
+    """Plain JSON types from numpy and torch values, tuples, sets and paths; NaN and inf as
+    None, since strict JSON readers refuse them."""
+    if isinstance(obj, Mapping):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        return plain(obj.tolist())
+    if isinstance(obj, np.generic):
+        return plain(obj.item())
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, (str, bool, int, float)):
+        return obj
+    return str(obj)  # a dtype, a device: their names
 
 
 _ARGUMENT = re.compile(r"\b([a-z][a-z0-9_]*)=('[^']*'|\"[^\"]*\"|[^\s,;:()]+)")

@@ -20,6 +20,7 @@ from fastloss.cli.options import (
     command,
     dtype,
     load_data_from,
+    report,
 )
 from fastloss.cli.surfaces import add_plane_options, plane_from
 from fastloss.engine import default_device, has_batch_norm
@@ -91,12 +92,14 @@ def _profile(args: argparse.Namespace) -> int:
         f"{device}{threads}"
     )
     reference = profiles.get(torch.float32)
+    errors: dict[torch.dtype, float] = {}
     print(f"{'dtype':9s} {'points/s':>9s} {'ms/point':>9s}  max rel loss error vs float32")
     for kind, prof in profiles.items():
         error = "-"
         if reference is not None and kind != torch.float32:
             want, got = reference.values["train_loss"], prof.values["train_loss"]
-            error = f"{float(np.max(np.abs(got - want) / np.abs(want))):.1e}"
+            errors[kind] = float(np.max(np.abs(got - want) / np.abs(want)))
+            error = f"{errors[kind]:.1e}"
         name = str(kind).removeprefix("torch.")
         print(f"{name:9s} {prof.points_per_second:9.2f} {prof.ms_per_point:9.1f}  {error}")
     bf16 = profiles.get(torch.bfloat16)
@@ -107,4 +110,24 @@ def _profile(args: argparse.Namespace) -> int:
         print(f"top ops, {str(kind).removeprefix('torch.')}: share of the run, ms per point")
         for op in prof.ops:
             print(f"  {op.name:40s} {100 * op.share:5.1f}%  {op.ms_per_point:8.2f}")
+    report(
+        args,
+        model=type(model).__name__,
+        parameters=sum(p.numel() for p in model.parameters()),
+        train_samples=len(train[0]),
+        test_samples=len(test[0]),
+        points=first.points,
+        device=str(device),
+        threads=torch.get_num_threads(),
+        dtypes={
+            str(kind).removeprefix("torch."): {
+                "seconds": prof.seconds,
+                "points_per_second": prof.points_per_second,
+                "ms_per_point": prof.ms_per_point,
+                "max_rel_loss_error": errors.get(kind),
+                "ops": [vars(op) for op in prof.ops],
+            }
+            for kind, prof in profiles.items()
+        },
+    )
     return 0

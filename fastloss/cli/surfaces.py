@@ -14,6 +14,8 @@ from fastloss.cli.options import (
     command,
     load_data_from,
     print_ranges,
+    ranges,
+    report,
     reports,
     run_options,
 )
@@ -112,3 +114,13 @@ def _evaluate_to_file(
     resumed = f"; {points - now} were done already" if now < points else ""
     print(f"{args.out}: {points} points in {seconds:.1f} s ({now / seconds:.1f} points/s{resumed})")
     print_ranges(surface)
+    report(
+        args,
+        out=args.out,
+        files=[args.out],
+        points=points,
+        evaluated=now,
+        seconds=seconds,
+        points_per_second=now / seconds,
+        metrics=ranges(surface),
+    )

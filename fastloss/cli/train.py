@@ -6,7 +6,7 @@ import argparse
 
 import torch
 
-from fastloss.cli.options import add_data_options, command, load_data_from
+from fastloss.cli.options import add_data_options, command, load_data_from, report
 from fastloss.data import num_classes
 from fastloss.io import save_checkpoint
 from fastloss.io.hashing import data_hash
@@ -35,7 +35,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", required=True, help="checkpoint path (.pt or .safetensors)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
-    p.add_argument("--quiet", action="store_true")
     command(p, _train)
 
 
@@ -64,4 +63,5 @@ def _train(args: argparse.Namespace) -> int:
         f"{args.out}: {args.model} on {args.data}, "
         + ", ".join(f"{k} {v:.4g}" for k, v in scores.items())
     )
+    report(args, out=args.out, files=[args.out], model=args.model, data=args.data, **scores)
     return 0

@@ -14,6 +14,7 @@ from fastloss.cli.options import (
     axis,
     command,
     load_data_from,
+    report,
     reports,
     run_options,
     size,
@@ -57,6 +58,7 @@ def _video(args: argparse.Namespace) -> int:
             args.inputs[0], args.out, args.gif, args.metric, args.fps, args.size, args.dpi
         )
         _print_rendered(done, args.fps, time.perf_counter() - start)
+        _report_rendered(args, done, time.perf_counter() - start)
         return 0
     snaps = load_snapshots(args.inputs)
     straight = sum(s.straight for s in snaps)
@@ -93,7 +95,36 @@ def _video(args: argparse.Namespace) -> int:
         f"({n / max(seconds, 1e-9):.1f} points/s)"
     )
     _print_rendered(result, args.fps, result["seconds_rendering"])
+    report(
+        args,
+        frames_file=frames,
+        snapshots=len(snaps),
+        steps=[s.step for s in snaps],
+        straight=straight,
+        grid=[grid.y[2], grid.x[2]],
+        points=result["frames"] * result["points"],
+        evaluated=n,
+        seconds=seconds,
+        points_per_second=n / max(seconds, 1e-9),
+    )
+    _report_rendered(args, result, result["seconds_rendering"], frames)
     return 0
+
+
+def _report_rendered(
+    args: argparse.Namespace, done: dict[str, Any], seconds: float, *written: str
+) -> None:
+    videos = [path for path in (done["mp4"], done["gif"]) if path]
+    report(
+        args,
+        out=args.out,
+        files=[*written, *videos],
+        frames=done["frames"],
+        size=done["size"],
+        fps=args.fps,
+        colour_scale=done["limits"],
+        render_seconds=seconds,
+    )
 
 
 def _print_rendered(done: dict[str, Any], fps: float, seconds: float) -> None:

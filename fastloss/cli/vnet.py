@@ -17,6 +17,7 @@ from fastloss.cli.options import (
     check_outputs,
     command,
     load_data_from,
+    report,
 )
 from fastloss.data import Dataset, num_classes
 from fastloss.errors import ArgumentError
@@ -62,7 +63,6 @@ def _add_eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
 
 def _register_train(commands: argparse._SubParsersAction) -> None:
@@ -161,6 +161,7 @@ def _train(args: argparse.Namespace) -> int:
         f"  ELBO {e['elbo']:.1f} (expected log-likelihood {e['expected_log_likelihood']:.1f}, "
         f"KL {e['kl']:.1f})"
     )
+    report(args, kind=args.kind, model=args.model, data=args.data, epochs=args.epochs, elbo=e)
     return _report(model, train, test, args, out, {"elbo": e}, trained=True)
 
 
@@ -170,6 +171,7 @@ def _eval(args: argparse.Namespace) -> int:
     train, test = load_data_from(args)
     check_fits(train, meta, args.checkpoint, args.data)
     print(f"{args.checkpoint}: {NAMES[meta['variational']['kind']]}, {meta.get('model')}")
+    report(args, kind=meta["variational"]["kind"], model=meta.get("model"), data=args.data)
     return _report(model, train, test, args, out, {}, trained=False)
 
 
@@ -208,4 +210,16 @@ def _report(
     )
     save_figure(plot_snr({n: v.numpy() for n, v in snr(model).items()}), out / "snr.png")
     print(f"  wrote {', '.join(str(p) for p in _outputs(out, trained))}")
+    report(
+        args,
+        out=args.out,
+        files=_outputs(out, trained),
+        samples=args.samples,
+        acc={**a, "stochastic_std": spread},
+        nll={
+            "deterministic": modes.deterministic["nll"],
+            "stochastic": modes.stochastic["nll"],
+            "ensemble": modes.ensemble["nll"],
+        },
+    )
     return 0

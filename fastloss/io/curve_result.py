@@ -78,6 +78,12 @@ class CurveResult:
         return [s for s in ("train", "test") if f"curve/{s}_loss" in self.values]
 
     @property
+    def has_ensembles(self) -> bool:
+        """Whether the ensembles of w1 with each point are there (an imported curve.npz has
+        none)."""
+        return any(name.startswith("ensemble/curve/") for name in self.values)
+
+    @property
     def ensemble_split(self) -> str:
         return next(s for s in ("test", "train") if f"ensemble/curve/{s}_acc" in self.values)
 
@@ -112,7 +118,8 @@ class CurveResult:
         split = "test" if "test" in self.splits else "train"
         second = f"{split}_err" if self.classification else f"{split}_loss"
         metrics = dict.fromkeys([f"{self.splits[0]}_loss", second])
-        rows = [(p, m) for m in metrics for p in PATHS]
+        # An imported curve (curve.npz) has no segment and no ensembles: those lines go.
+        rows = [(p, m) for m in metrics for p in PATHS if f"{p}/{m}" in self.values]
         lines = [f"{'':8s} {'':11s} {'max':>9s} {'mean':>9s} {'integral':>9s}"]
         lines[0] += f" {'t=0':>9s} {'t=1':>9s}"
         for path, metric in rows:
@@ -123,12 +130,16 @@ class CurveResult:
             return "\n".join(lines)
         err = self.summary(f"curve/{split}_err")
         ends = 0.5 * (err["start"] + err["end"])
-        seg = self.summary(f"segment/{split}_err")
-        lines.append(
+        line = (
             f"endpoints' {split} error: w1 {err['start']:.2f}%, w2 {err['end']:.2f}%, mean "
-            f"{ends:.2f}%; worst on the curve {err['max']:.2f}% ({err['max'] - ends:+.2f}), "
-            f"on the segment {seg['max']:.2f}% ({seg['max'] - ends:+.2f})"
+            f"{ends:.2f}%; worst on the curve {err['max']:.2f}% ({err['max'] - ends:+.2f})"
         )
+        if f"segment/{split}_err" in self.values:
+            seg = self.summary(f"segment/{split}_err")
+            line += f", on the segment {seg['max']:.2f}% ({seg['max'] - ends:+.2f})"
+        lines.append(line)
+        if not self.has_ensembles:
+            return "\n".join(lines)
         e = self.ensemble_split
         best = {p: self[f"ensemble/{p}/{e}_acc"] for p in PATHS}
         at = {p: float(self.t[int(np.argmax(v))]) for p, v in best.items()}
@@ -171,17 +182,23 @@ class CurveResult:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CurveResult:
-        """Read a file written by `save`."""
+        """Read a file written by `save`, or dnn-mode-connectivity's curve.npz
+        (`fastloss.io.foreign`: the curve's profiles only, ``attrs["imported_from"]`` says
+        what was converted)."""
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise NotFoundError(f"no such file: {path}")
+        from fastloss.io import foreign  # it builds CurveResults: imported here, not at the top
+
+        if foreign.is_npz(path):
+            return foreign.curve_npz_result(path)
         try:
             f = h5py.File(path, "r")
         except OSError as e:
             raise FileFormatError(f"{path}: not an HDF5 file ({e})") from None
         with f:
             if f.attrs.get("format") != FORMAT:
-                raise FileFormatError(f"{path}: not a curve evaluation (written by evaluate_curve)")
+                raise FileFormatError(f"{path}: not a curve evaluation; {foreign.CURVE_LAYOUTS}")
             values: dict[str, np.ndarray] = {}
 
             def collect(name: str, obj: Any) -> None:

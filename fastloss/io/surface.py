@@ -43,7 +43,13 @@ from typing import Any, cast
 import h5py
 import numpy as np
 
-from fastloss.errors import ArgumentError, MetricError, OutputExistsError, SurfaceFileError
+from fastloss.errors import (
+    ArgumentError,
+    FileFormatError,
+    MetricError,
+    OutputExistsError,
+    SurfaceFileError,
+)
 from fastloss.io.atomic import atomic_output, remove_stale_temporaries, write_errors
 from fastloss.io.hdf5 import (
     LAYOUT,
@@ -172,10 +178,17 @@ class Surface:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Surface:
-        """Read a surface written by fastloss (or a plain loss-landscape file with
-        ``[ny, nx]`` arrays, whose ``done`` is then "all finite"). While a writer has the file
-        open, this returns a consistent snapshot: points marked done have final values."""
-        surface, _ = _read(os.fspath(path))
+        """Read a surface written by fastloss, or another tool's (`fastloss.io.foreign`:
+        loss-landscape's surface files, dnn-mode-connectivity's plane.npz; ``done`` is then
+        "all finite" and ``attrs["imported_from"]`` says what was converted). While a writer
+        has the file open, this returns a consistent snapshot: points marked done have final
+        values."""
+        path = os.fspath(path)
+        from fastloss.io import foreign  # it builds Surfaces: imported here, not at the top
+
+        if foreign.is_npz(path):
+            return foreign.plane_npz_surface(path)
+        surface, _ = _read(path)
         return surface
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
@@ -218,7 +231,7 @@ def _read(path: str) -> tuple[Surface, int]:
     with open_h5(path, "r") as f:
         try:
             return _read_open(f)
-        except SurfaceFileError:
+        except (SurfaceFileError, FileFormatError):
             raise
         except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
             raise SurfaceFileError(
@@ -229,23 +242,18 @@ def _read(path: str) -> tuple[Surface, int]:
 
 def _read_open(f: h5py.File) -> tuple[Surface, int]:
     name = f.filename
+    from fastloss.io import foreign  # it builds Surfaces: imported here, not at the top
+
     if "xcoordinates" not in f:
-        raise SurfaceFileError(f"{name} has no 'xcoordinates' dataset: not a surface file")
+        raise FileFormatError(
+            f"{name} is not a surface file (no 'xcoordinates' dataset); {foreign.SURFACE_LAYOUTS}"
+        )
+    if foreign.is_loss_landscape(f):
+        return foreign.loss_landscape_surface(f), 0
+    if _GROUP not in f:
+        raise SurfaceFileError(f"{name} has no '{_GROUP}' group: damaged, or not a surface file")
     x = np.asarray(f["xcoordinates"][()], dtype=np.float64)
     y = np.asarray(f["ycoordinates"][()], dtype=np.float64) if "ycoordinates" in f else None
-    shape = (len(x),) if y is None else (len(y), len(x))
-    if _GROUP not in f:  # a plain loss-landscape file
-        values = {
-            k: np.asarray(d[()], dtype=np.float64)
-            for k, d in f.items()
-            if k not in _RESERVED and isinstance(d, h5py.Dataset) and d.shape == shape
-        }
-        attrs = {
-            k: v.decode(errors="replace") if isinstance(v, bytes) else jsonable(v)
-            for k, v in f.attrs.items()
-            if _is_scalar_attr(v)
-        }
-        return Surface(x, y, values, None, attrs), 0
     group = f[_GROUP]
     layout = group.attrs.get("layout", LAYOUT if y is not None else LAYOUT_1D)
     if isinstance(layout, bytes):
@@ -266,10 +274,6 @@ def _read_open(f: h5py.File) -> tuple[Surface, int]:
         attrs, markers = live["attrs"], live["markers"]
     settings = get_json(group, "settings", {})
     return Surface(x, y, values, done, attrs, markers, settings), gen
-
-
-def _is_scalar_attr(v: Any) -> bool:
-    return isinstance(v, (str, bytes, bool, int, float, np.generic))
 
 
 # --------------------------------------------------------------------------- writing

@@ -4,7 +4,8 @@
 - `curves`: a curve's profiles and ensembles, the curve over its plane, the functions along
   a curve;
 - `video`: frames files to MP4/GIF (`render_video`), and `make_video`;
-- `files`: `plot_file`, any result file to a PNG; `style`: what the figures share.
+- `files`: `plot_file`, any result file to a PNG; `style`: what the figures share;
+- `page`: `view_file`, any result file to a self-contained HTML page (plotly).
 """
 
 from fastloss.viz.curves import (
@@ -15,6 +16,7 @@ from fastloss.viz.curves import (
     save_curve_figures,
 )
 from fastloss.viz.files import plot_file
+from fastloss.viz.page import view_file
 from fastloss.viz.style import shared_limits
 from fastloss.viz.surfaces import (
     plot_contour,
@@ -40,4 +42,5 @@ __all__ = [
     "save_curve_figures",
     "save_figures",
     "shared_limits",
+    "view_file",
 ]

@@ -55,13 +55,15 @@ def _decorate_t(ax: Axes, result: CurveResult) -> None:
 
 def plot_curve_profile(result: CurveResult) -> Figure:
     """Loss (left, log scale when positive) and error (right; classification only) against
-    t, for the curve and for the segment, train solid and test dashed."""
+    t, for the curve and for the segment (when the result has it), train solid and test
+    dashed."""
     metrics = ("loss", "err") if result.classification else ("loss",)
     fig = Figure(figsize=(5.5 * len(metrics), 4.4), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    paths = [p for p in PATHS if f"{p}/{result.splits[0]}_loss" in result.values]
     for ax, metric in zip(axes, metrics, strict=True):
         drawn = []
-        for path in PATHS:
+        for path in paths:  # an imported curve (curve.npz) has no segment
             for split in result.splits:
                 v = result[f"{path}/{split}_{metric}"]
                 ax.plot(
@@ -80,10 +82,14 @@ def plot_curve_profile(result: CurveResult) -> Figure:
         ax.legend(fontsize=9)
     wd = float((result.attrs.get("settings") or {}).get("wd", 0.0))
     base = "NLL" if result.classification else "loss"
-    axes[0].set_ylabel("loss" + (f" ({base} + {wd:g}/2 ‖w‖²)" if wd else f" ({base})"))
+    if "settings" not in result.attrs:  # imported (curve.npz): its weight decay is unknown
+        axes[0].set_ylabel("loss")
+    else:
+        axes[0].set_ylabel("loss" + (f" ({base} + {wd:g}/2 ‖w‖²)" if wd else f" ({base})"))
     if result.classification:
         axes[1].set_ylabel("error (%)")
-    fig.suptitle(f"{_curve_name(result.attrs)}, against the straight segment", fontsize=11)
+    against = ", against the straight segment" if "segment" in paths else ""
+    fig.suptitle(f"{_curve_name(result.attrs)}{against}", fontsize=11)
     return fig
 
 
@@ -156,10 +162,11 @@ def plot_curve_plane(
     residual = float(info.get("residual", 0.0))
     if title is None:
         name = _curve_name({"curve": {**stored, "bends": stored.get("bends", len(bends))}})
-        if len(bends) > 1:
+        plane = stored.get("plane")
+        if len(bends) > 1 and plane in (None, "pca"):
             where = f"PCA plane of the curve ({residual:.1%} of it lies outside)"
-        else:
-            where = "plane through w1, w2 and the bend"
+        else:  # an imported plane.npz says which plane it is
+            where = f"plane {plane or 'through w1, w2 and the bend'}"
         title = f"{metric_label(metric)}: {name}\n{where}"
     fig = plot_contour(surface, metric, ax=ax, title=title, **contour_kwargs)
     ax = ax or fig.axes[0]
