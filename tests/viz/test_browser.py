@@ -11,6 +11,7 @@ import io
 import shutil
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,7 +53,7 @@ def show(driver, html):
     """Open the page and wait until plotly has drawn it and its WebGL canvas exists."""
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver.get(f"file://{html}")
+    driver.get(Path(html).resolve().as_uri())
     WebDriverWait(driver, 30).until(lambda d: d.execute_script(RENDERED))
     WebDriverWait(driver, 30).until(
         lambda d: d.execute_script("return document.querySelector('.gl-container canvas')")
@@ -117,34 +118,48 @@ def page(tmp_path_factory):
     return view_file(out, folder / "surface.html")
 
 
+def check(driver, page) -> dict:
+    """Open ``page`` and check what a reader sees; returns the figures checked."""
+    show(driver, page)
+    image = pixels(driver)
+    scene, contour = regions(driver)
+    seen = {"contour": drawn(image, contour), "scene": drawn(image, scene)}
+    filled, colours = seen["contour"]
+    assert filled > 0.95 and colours > 200, seen  # a filled contour
+    filled, colours = seen["scene"]
+    assert filled > 0.15 and colours > 200, seen  # WebGL drew the surface
+    assert colour_bar_titles(driver) == ["train loss"]
+    click(driver, "test accuracy (%)")
+    click(driver, "linear")
+    time.sleep(0.5)
+    assert colour_bar_titles(driver) == ["test accuracy (%)"]
+    seen["switched"] = drawn(pixels(driver), contour)
+    assert seen["switched"][1] > 200, seen
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []
+    return seen
+
+
 def test_the_page_renders_surface_and_contour_without_errors(page):
     start = time.perf_counter()
     driver = open_browser()
     try:
-        show(driver, page)
-        image = pixels(driver)
-        scene, contour = regions(driver)
-        filled, colours = drawn(image, contour)
-        assert filled > 0.95 and colours > 200, (filled, colours)  # a filled contour
-        filled, colours = drawn(image, scene)
-        assert filled > 0.15 and colours > 200, (filled, colours)  # WebGL drew the surface
-        assert colour_bar_titles(driver) == ["train loss"]
-        click(driver, "test accuracy (%)")
-        click(driver, "linear")
-        time.sleep(0.5)
-        assert colour_bar_titles(driver) == ["test accuracy (%)"]
-        assert drawn(pixels(driver), contour)[1] > 200
-        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-        assert errors == []
+        check(driver, page)
     finally:
         driver.quit()
     print(f"browser: {time.perf_counter() - start:.1f} s")
 
 
-if __name__ == "__main__":  # python tests/viz/test_browser.py PAGE.html OUT.png
+if __name__ == "__main__":  # python tests/viz/test_browser.py PAGE.html [OUT.png]
+    # the same checks on any page, e.g. `fastloss view` of the demo's surface, and its picture
     driver = open_browser()
     try:
-        show(driver, sys.argv[1])
-        driver.save_screenshot(sys.argv[2])
+        seen = check(driver, sys.argv[1])
+        show(driver, sys.argv[1])  # as opened, for the picture
+        if len(sys.argv) > 2:
+            driver.save_screenshot(sys.argv[2])
     finally:
         driver.quit()
+    for name, (filled, colours) in seen.items():
+        print(f"{name}: {filled:.1%} of its pixels coloured, {colours} colours")
+    print("rendered: no console errors")
