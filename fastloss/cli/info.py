@@ -40,17 +40,12 @@ def _info(args: argparse.Namespace) -> int:
             else "no"
         )
         print(f"kernels  CPU yes, CUDA {cuda}; compiled against torch {built['torch']}")
-    print(
-        f"cpu      {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    )
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            props = torch.cuda.get_device_properties(i)
-            print(
-                f"cuda:{i}   {props.name}, sm_{props.major}{props.minor}, "
-                f"{props.total_memory / 2**30:.0f} GiB"
-            )
-    else:
+    cpu, threads = platform.processor() or platform.machine(), torch.get_num_threads()
+    print(f"cpu      {cpu}, {threads} threads")
+    gpus = [_gpu(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    for gpu in gpus:
+        print(f"{gpu['device']}   {gpu['name']}, {gpu['capability']}, {gpu['memory_gib']:.0f} GiB")
+    if not gpus:
         print("cuda     no GPU visible")
     report(
         args,
@@ -60,11 +55,9 @@ def _info(args: argparse.Namespace) -> int:
         torch=torch.__version__,
         torch_cuda=torch.version.cuda,
         kernels=built,
-        cpu=platform.processor() or platform.machine(),
-        threads=torch.get_num_threads(),
-        gpus=[_gpu(i) for i in range(torch.cuda.device_count())]
-        if torch.cuda.is_available()
-        else [],
+        cpu=cpu,
+        threads=threads,
+        gpus=gpus,
     )
     return 0
 

@@ -120,8 +120,8 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_ranges(surface: Surface) -> None:
     """Each metric's min and max, one line each (what the surface commands print)."""
-    for name, values in surface.values.items():
-        print(f"  {name:10s} min {float(values.min()):.4g}  max {float(values.max()):.4g}")
+    for name, found in ranges(surface).items():
+        print(f"  {name:10s} min {found['min']:.4g}  max {found['max']:.4g}")
 
 
 def ranges(surface: Surface) -> dict[str, dict[str, float]]:

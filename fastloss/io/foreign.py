@@ -80,6 +80,13 @@ _METRICS = ("loss", "nll", "acc", "err")
 _NPZ_SUMMARIES = ("min", "max", "avg", "int")
 
 
+def imported_note(attrs: Mapping[str, Any]) -> str | None:
+    """What was converted, on one line, when ``attrs`` are those of another tool's file read
+    here (their ``imported_from``); None for fastloss's own results."""
+    note = attrs.get("imported_from")
+    return " ".join(note.split()) if isinstance(note, str) and note.strip() else None
+
+
 # --------------------------------------------------------------------------- detection
 
 

@@ -104,19 +104,24 @@ class Frames:
             return 100.0 - self.values[name[: -len("_err")] + "_acc"]
         raise MetricError(f"no metric {name!r} in these frames; they have {sorted(self.values)}")
 
-    def surface(self, frame: int, metric: str) -> Surface:
-        """Frame ``frame`` as a `Surface` of one metric, with its w1/w2 markers (for plotting)."""
-        z = self.metric(metric)[frame]
-        markers: dict[str, tuple[float, float]] = {
-            n: (float(self.markers[n][frame][0]), float(self.markers[n][frame][1]))
-            for n in ("w1", "w2")
-            if n in self.markers
-        }
+    def frame_markers(self, frame: int) -> dict[str, tuple[float, float]]:
+        """Where w1, w2 and the bends lie in frame ``frame``'s plane."""
+        return {n: (float(p[frame][0]), float(p[frame][1])) for n, p in self.markers.items()}
+
+    def surface(self, frame: int, metric: str | None = None) -> Surface:
+        """Frame ``frame`` as a `Surface` of ``metric`` (None: every metric), with its w1/w2
+        markers (for plotting)."""
+        if metric is None:
+            values = {name: v[frame] for name, v in self.values.items()}
+        else:
+            values = {metric: self.metric(metric)[frame]}
+        shape = (len(self.y), len(self.x))
+        markers = {n: p for n, p in self.frame_markers(frame).items() if n in ("w1", "w2")}
         return Surface(
             self.x,
             self.y,
-            {metric: z},
-            np.full(z.shape, bool(self.done[frame])),
+            values,
+            np.full(shape, bool(self.done[frame])),
             attrs={"xlabel": "x (units of ‖w2 − w1‖)", "ylabel": "y"},
             markers=markers,
         )

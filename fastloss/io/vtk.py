@@ -18,13 +18,14 @@ way, as a surface.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from fastloss.errors import ArgumentError, DependencyError
 from fastloss.io.atomic import atomic_output, check_output_path
+from fastloss.io.foreign import imported_note
 from fastloss.io.frames import Frames
 from fastloss.io.kinds import result_kind
 from fastloss.io.surface import Surface
@@ -175,7 +176,9 @@ def _read_surface(path: str, frame: int | None, on_note: Callable[[str], None] |
         what = {"curve": "a curve evaluation", "ensemble": "an ensemble evaluation"}[kind]
         raise ArgumentError(f"{path} holds {what}, not a surface: nothing to export as a mesh")
     surface = Surface.load(path)
-    _note(surface.attrs, on_note)
+    note = imported_note(surface.attrs)
+    if note is not None and on_note is not None:
+        on_note(note)
     return surface
 
 
@@ -192,15 +195,7 @@ def _frame_surface(path: str, frame: int | None) -> Surface:
             f"frame {frame} of {path} is not evaluated yet: rerun the video command, or pick "
             f"one of the frames done ({int(frames.done.sum())} of {frames.count})"
         )
-    values = {name: v[frame] for name, v in frames.values.items()}
-    markers = {n: (float(p[frame][0]), float(p[frame][1])) for n, p in frames.markers.items()}
-    return Surface(frames.x, frames.y, values, markers=markers, attrs={"frame": frame})
-
-
-def _note(attrs: Mapping[str, Any], on_note: Callable[[str], None] | None) -> None:
-    note = attrs.get("imported_from")
-    if on_note is not None and isinstance(note, str):
-        on_note(note)
+    return frames.surface(frame)
 
 
 def _pyevtk() -> Any:

@@ -4,12 +4,13 @@ command)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from fastloss.errors import ArgumentError
 from fastloss.io import CurveResult, Surface
 from fastloss.io.atomic import check_output_path, write_errors
+from fastloss.io.foreign import imported_note
 from fastloss.io.kinds import result_kind
 from fastloss.viz.curves import plot_curve_plane, plot_curve_profile
 from fastloss.viz.surfaces import KINDS, PLOTTERS, plot_profile
@@ -36,14 +37,20 @@ def plot_file(
     if out is not None:
         check_output_path(out, overwrite=True)
     found = result_kind(path)
-    if found == "curve":
-        result = CurveResult.load(path)
-        _note(result.attrs, on_note)
+    if found not in ("curve", "surface"):
+        what = "an ensemble evaluation" if found == "ensemble" else "a video's frames"
+        raise ArgumentError(
+            f"{os.fspath(path)} holds {what}; plot draws surfaces and curve evaluations"
+        )
+    result = CurveResult.load(path) if found == "curve" else Surface.load(path)
+    note = imported_note(result.attrs)
+    if note is not None and on_note is not None:
+        on_note(note)
+    if isinstance(result, CurveResult):
         fig = plot_curve_profile(result)
         names, kind = ["curve"], "profile"
-    elif found == "surface":
-        surface = Surface.load(path)
-        _note(surface.attrs, on_note)
+    else:
+        surface = result
         names = [m.strip() for m in metric.split(",") if m.strip()]
         for name in names:
             surface.metric(name)  # KeyError listing the metrics the file has
@@ -58,19 +65,8 @@ def plot_file(
                 fig = plot_curve_plane(surface, metric=names[0], **kwargs)
             else:
                 fig = PLOTTERS[kind](surface, names[0], **kwargs)
-    else:
-        what = "an ensemble evaluation" if found == "ensemble" else "a video's frames"
-        raise ArgumentError(
-            f"{os.fspath(path)} holds {what}; plot draws surfaces and curve evaluations"
-        )
     if out is None:
         out = f"{os.path.splitext(os.fspath(path))[0]}_{'+'.join(names)}_{kind}.png"
     with write_errors(out):
         fig.savefig(out, dpi=dpi)
     return os.fspath(out)
-
-
-def _note(attrs: Mapping[str, Any], on_note: Callable[[str], None] | None) -> None:
-    note = attrs.get("imported_from")
-    if on_note is not None and isinstance(note, str):
-        on_note(note)

@@ -31,6 +31,7 @@ from fastloss.errors import OutputExistsError
 from fastloss.io import CurveResult, Frames, Surface
 from fastloss.io.atomic import check_output_path
 from fastloss.io.ensemble_file import load_ensemble_file
+from fastloss.io.foreign import imported_note
 from fastloss.io.kinds import result_kind
 from fastloss.viz.curves import CURVE_MAGENTA
 from fastloss.viz.page_lines import (
@@ -85,7 +86,7 @@ def build_page(path: str | os.PathLike) -> Page:
     if kind == "curve":
         result = CurveResult.load(path)
         page = curve_page(result, name)
-        page.note = _note(result.attrs)
+        page.note = imported_note(result.attrs)
     elif kind == "ensemble":
         page = ensemble_page(load_ensemble_file(path), name)
     elif kind == "frames":
@@ -93,14 +94,9 @@ def build_page(path: str | os.PathLike) -> Page:
     else:
         surface = Surface.load(path)
         page = line_page(surface, name) if surface.y is None else _plane_page(surface, name)
-        page.note = _note(surface.attrs)
+        page.note = imported_note(surface.attrs)
     page.kind = kind
     return page
-
-
-def _note(attrs: dict[str, Any]) -> str | None:
-    note = attrs.get("imported_from")
-    return " ".join(str(note).split()) if note else None
 
 
 # --------------------------------------------------------------------------- values
@@ -382,7 +378,7 @@ def _frames_page(frames: Frames, name: str) -> Page:
         for k, m in enumerate(metrics):
             z = frames.metric(m)[f]
             traces += _surface_traces(frames.x, frames.y, z, m, _axis_name(k), logs[k], k == first)
-        markers = {n: (float(p[f][0]), float(p[f][1])) for n, p in frames.markers.items()}
+        markers = frames.frame_markers(f)
         curve = {"xy": frames.curve_xy[f], "bends_xy": frames.bends_xy[f]}
         return traces + _overlays(markers, curve)
 
